@@ -1,0 +1,1 @@
+"""CLI subcommand implementations (imported lazily so `elan-deploy --help` stays fast)."""

@@ -1,0 +1,368 @@
+"""Tests for elan_deploy.imaging: image I/O, MATLAB bicubic and colour conversions."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from elan_deploy.errors import DatasetError, ImageError
+from elan_deploy.imaging import (
+    IMAGE_EXTENSIONS,
+    hwc_to_nchw,
+    imresize,
+    list_images,
+    modcrop,
+    nchw_to_hwc,
+    read_image,
+    rgb_to_y,
+    rgb_to_ycbcr,
+    to_uint8,
+    write_image,
+    ycbcr_to_rgb,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SET5 = DATA / "Set5"
+SET5_NAMES = ("baby", "bird", "butterfly", "head", "woman")
+
+needs_set5 = pytest.mark.skipif(
+    not (SET5 / "HR").is_dir() or not (SET5 / "LR_bicubic").is_dir(),
+    reason=f"Set5 HR/LR_bicubic not found under {SET5}",
+)
+needs_set14 = pytest.mark.skipif(
+    not (DATA / "Set14" / "HR" / "img_003.png").is_file(),
+    reason=f"Set14 img_003.png not found under {DATA / 'Set14' / 'HR'}",
+)
+
+
+def _natural_rgb(size: int = 64) -> np.ndarray:
+    """A natural-image crop (Set5 butterfly) so codec paths see realistic content."""
+    path = SET5 / "HR" / "butterfly.png"
+    if not path.is_file():
+        pytest.skip(f"natural test image missing: {path}")
+    return read_image(path)[:size, :size].copy()
+
+
+def _assert_one_line_image_error(path: Path, fragment: str) -> None:
+    """read_image must fail with a one-line ImageError mentioning `fragment`."""
+    with pytest.raises(ImageError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert fragment in message
+    assert str(path) in message
+
+
+# ------------------------------------------------------------------------------ bicubic
+
+
+@needs_set5
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_imresize_matches_set5_bicubic_lr(scale: int) -> None:
+    """Downscaling the HR images reproduces the published LR_bicubic images."""
+    identical = 0
+    total = 0
+    worst = 0
+    for name in SET5_NAMES:
+        hr = read_image(SET5 / "HR" / f"{name}.png")
+        height, width = hr.shape[:2]
+        hr = hr[: height - height % scale, : width - width % scale]
+        expected = read_image(SET5 / "LR_bicubic" / f"X{scale}" / f"{name}x{scale}.png")
+        produced = imresize(hr, 1 / scale)
+        assert produced.dtype == np.uint8
+        assert produced.shape == expected.shape
+        diff = np.abs(produced.astype(np.int16) - expected.astype(np.int16))
+        identical += int((diff == 0).sum())
+        total += diff.size
+        worst = max(worst, int(diff.max()))
+    assert identical / total >= 0.99, f"only {identical / total:.4%} identical at x{scale}"
+    assert worst <= 2, f"max difference {worst} at x{scale}"
+
+
+@needs_set5
+def test_imresize_downscale_is_fast() -> None:
+    """A 512x512x3 image downscaled x4 takes well under half a second."""
+    image = read_image(SET5 / "HR" / "baby.png")
+    assert image.shape == (512, 512, 3)
+    best = min(_timed(lambda: imresize(image, 1 / 4)) for _ in range(3))
+    assert best < 0.5
+
+
+def _timed(action: object) -> float:
+    """Seconds one call of `action` takes."""
+    start = time.perf_counter()
+    action()  # type: ignore[operator]
+    return time.perf_counter() - start
+
+
+def test_imresize_float_upscale_shape_and_dtype() -> None:
+    """Float input stays float (float32 out) and the shape follows the scale."""
+    image = _natural_rgb(32).astype(np.float32)
+    up = imresize(image, 2)
+    assert up.shape == (64, 64, 3)
+    assert up.dtype == np.float32
+    shaped = imresize(image, output_shape=(40, 50))
+    assert shaped.shape == (40, 50, 3)
+    gray = imresize(image[:, :, 0], 3)
+    assert gray.shape == (96, 96)
+
+
+def test_imresize_float_agrees_with_uint8_path() -> None:
+    """Float computation differs from the per-pass-rounded uint8 path by rounding only."""
+    image = _natural_rgb(64)
+    from_float = to_uint8(imresize(image.astype(np.float64), 1 / 2))
+    from_uint8 = imresize(image, 1 / 2)
+    assert np.abs(from_float.astype(int) - from_uint8.astype(int)).max() <= 2
+
+
+def test_imresize_rejects_ambiguous_arguments() -> None:
+    """Exactly one of scale / output_shape must be given."""
+    image = _natural_rgb(16)
+    with pytest.raises(ValueError):
+        imresize(image)
+    with pytest.raises(ValueError):
+        imresize(image, 2, output_shape=(32, 32))
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+@needs_set14
+def test_read_grayscale_is_replicated_to_rgb() -> None:
+    """A grayscale PNG becomes HxWx3 with three identical channels."""
+    path = DATA / "Set14" / "HR" / "img_003.png"
+    image = read_image(path)
+    assert image.dtype == np.uint8
+    assert image.ndim == 3 and image.shape[2] == 3
+    assert np.array_equal(image[:, :, 0], image[:, :, 1])
+    assert np.array_equal(image[:, :, 0], image[:, :, 2])
+    with Image.open(path) as reference:
+        assert np.array_equal(image[:, :, 0], np.asarray(reference.convert("L")))
+
+
+def test_read_rgba_warns_and_drops_alpha(tmp_path: Path) -> None:
+    """RGBA input warns about the ignored alpha channel and returns its RGB part."""
+    rgb = _natural_rgb()
+    alpha = np.full(rgb.shape[:2] + (1,), 128, dtype=np.uint8)
+    path = tmp_path / "rgba.png"
+    Image.fromarray(np.concatenate([rgb, alpha], axis=2)).save(path)
+    with pytest.warns(UserWarning, match="alpha"):
+        image = read_image(path)
+    assert image.shape == rgb.shape
+    assert np.array_equal(image, rgb)
+
+
+def test_read_palette_with_transparency_warns(tmp_path: Path) -> None:
+    """Palette images with a transparent entry also warn and come back as RGB."""
+    rgb = _natural_rgb()
+    palette = Image.fromarray(rgb).quantize(colors=64)
+    path = tmp_path / "pal.png"
+    palette.save(path, transparency=0)
+    with pytest.warns(UserWarning, match="alpha"):
+        image = read_image(path)
+    assert image.shape == rgb.shape and image.dtype == np.uint8
+
+
+def test_read_rgb_does_not_warn(tmp_path: Path) -> None:
+    """Plain RGB files are read silently."""
+    path = tmp_path / "plain.png"
+    Image.fromarray(_natural_rgb()).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_image(path)
+
+
+def test_read_16bit_png_is_scaled(tmp_path: Path) -> None:
+    """16-bit grayscale is scaled to 8 bits with rounding (v * 255 / 65535)."""
+    gray = _natural_rgb()[:, :, 1].astype(np.uint16)
+    wide = gray * 256 + gray  # natural 16-bit content spanning 0..65535
+    wide[0, :4] = [0, 65535, 32767, 32768]
+    path = tmp_path / "sixteen.png"
+    sixteen = Image.fromarray(wide.astype("<u2"))
+    assert sixteen.mode == "I;16"
+    sixteen.save(path)
+    with Image.open(path) as check:
+        assert check.mode.startswith("I")
+    image = read_image(path)
+    expected = np.round(wide.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
+    assert image.dtype == np.uint8
+    assert np.array_equal(image[:, :, 0], expected)
+    assert np.array_equal(image[:, :, 2], expected)
+    assert list(image[0, :4, 0]) == [0, 255, 127, 128]
+
+
+def test_read_non_image_file(tmp_path: Path) -> None:
+    """A text file is reported as not an image."""
+    path = tmp_path / "notes.png"
+    path.write_text("this is not an image\n", encoding="utf-8")
+    _assert_one_line_image_error(path, "not a recognised image")
+
+
+def test_read_empty_file(tmp_path: Path) -> None:
+    """A zero-byte file is reported as empty."""
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    _assert_one_line_image_error(path, "empty")
+
+
+def test_read_truncated_png(tmp_path: Path) -> None:
+    """A PNG cut in half fails instead of returning a partially decoded image."""
+    path = tmp_path / "cut.png"
+    Image.fromarray(_natural_rgb(128)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _assert_one_line_image_error(path, "truncated or corrupt")
+
+
+def test_read_missing_file(tmp_path: Path) -> None:
+    """A missing path says so."""
+    _assert_one_line_image_error(tmp_path / "nope.png", "not found")
+
+
+def test_read_directory(tmp_path: Path) -> None:
+    """A directory path says it is a directory."""
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    _assert_one_line_image_error(folder, "directory")
+
+
+def test_read_decompression_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images beyond Pillow's pixel limit are refused with a one-line error."""
+    path = tmp_path / "big.png"
+    Image.fromarray(_natural_rgb(64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    _assert_one_line_image_error(path, "too large")
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif", ".TIFF"])
+def test_write_read_round_trip_lossless(tmp_path: Path, suffix: str) -> None:
+    """Lossless formats read back exactly what was written."""
+    image = _natural_rgb()
+    path = tmp_path / f"out{suffix}"
+    write_image(path, image)
+    assert np.array_equal(read_image(path), image)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_write_jpeg_round_trip_is_close(tmp_path: Path) -> None:
+    """JPEG is lossy but written at high quality."""
+    image = _natural_rgb()
+    path = tmp_path / "out.jpg"
+    write_image(path, image)
+    back = read_image(path)
+    assert back.shape == image.shape
+    assert np.abs(back.astype(float) - image.astype(float)).mean() < 4.0
+
+
+def test_write_float_is_rounded_and_clipped(tmp_path: Path) -> None:
+    """Float images are rounded and clipped to 0..255 before encoding."""
+    image = _natural_rgb().astype(np.float32)
+    noisy = image + 0.4
+    noisy[0, 0] = [-20.0, 300.0, 254.6]
+    path = tmp_path / "float.png"
+    write_image(path, noisy)
+    back = read_image(path)
+    expected = image.astype(np.uint8)
+    expected[0, 0] = [0, 255, 255]
+    assert np.array_equal(back, expected)
+
+
+def test_write_to_missing_folder_leaves_nothing(tmp_path: Path) -> None:
+    """A nonexistent output folder raises a one-line ImageError naming it; nothing is created."""
+    folder = tmp_path / "missing"
+    with pytest.raises(ImageError) as info:
+        write_image(folder / "out.png", _natural_rgb())
+    message = str(info.value)
+    assert "\n" not in message and str(folder) in message
+    assert not folder.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_unknown_extension(tmp_path: Path) -> None:
+    """Unsupported output extensions are refused before anything is written."""
+    with pytest.raises(ImageError, match=r"\.gif"):
+        write_image(tmp_path / "out.gif", _natural_rgb())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_failure_removes_temp_and_keeps_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If encoding fails midway the temp file is removed and the old target survives."""
+    path = tmp_path / "out.png"
+    original = _natural_rgb()
+    write_image(path, original)
+
+    def broken_save(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(ImageError, match="disk full"):
+        write_image(path, 255 - original)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+    assert np.array_equal(read_image(path), original)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def test_rgb_to_y_white_and_black() -> None:
+    """Studio-swing luma: white is 235, black is 16."""
+    white = np.full((2, 2, 3), 255, dtype=np.uint8)
+    black = np.zeros((2, 2, 3), dtype=np.float32)
+    assert rgb_to_y(white).dtype == np.float64
+    assert np.allclose(rgb_to_y(white), 235.0, atol=1e-12)
+    assert np.allclose(rgb_to_y(black), 16.0, atol=1e-12)
+
+
+def test_ycbcr_round_trip_and_y_agrees() -> None:
+    """ycbcr_to_rgb inverts rgb_to_ycbcr, and its Y plane equals rgb_to_y."""
+    image = _natural_rgb().astype(np.float64)
+    ycc = rgb_to_ycbcr(image)
+    assert np.allclose(ycc[..., 0], rgb_to_y(image), atol=1e-10)
+    assert np.allclose(ycbcr_to_rgb(ycc), image, atol=1e-9)
+    grey = rgb_to_ycbcr(np.full((1, 1, 3), 128.0))
+    assert np.allclose(grey[0, 0, 1:], 128.0, atol=1e-9)
+
+
+def test_modcrop() -> None:
+    """H and W are cut down to multiples of the scale."""
+    image = np.zeros((13, 10, 3), dtype=np.uint8)
+    assert modcrop(image, 4).shape == (12, 8, 3)
+    assert modcrop(image[:, :, 0], 3).shape == (12, 9)
+
+
+def test_layout_round_trip() -> None:
+    """hwc_to_nchw / nchw_to_hwc are inverse and produce float32."""
+    image = _natural_rgb(16)
+    tensor = hwc_to_nchw(image)
+    assert tensor.shape == (1, 3, 16, 16) and tensor.dtype == np.float32
+    back = nchw_to_hwc(tensor)
+    assert back.dtype == np.float32 and np.array_equal(back, image.astype(np.float32))
+    assert np.array_equal(nchw_to_hwc(tensor[0]), back)
+
+
+def test_to_uint8_rounds_and_clips() -> None:
+    """to_uint8 rounds to nearest and saturates."""
+    values = np.array([-3.0, 0.4, 0.6, 254.6, 900.0])
+    assert list(to_uint8(values)) == [0, 0, 1, 255, 255]
+
+
+def test_list_images(tmp_path: Path) -> None:
+    """Only image files directly in the folder, sorted, any extension case, no hidden files."""
+    for name in ("b.PNG", "a.jpg", "c.tiff", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub.png").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.PNG", "c.tiff"]
+    assert ".png" in IMAGE_EXTENSIONS
+    with pytest.raises(DatasetError):
+        list_images(tmp_path / "missing")
