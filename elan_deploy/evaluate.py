@@ -6,27 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from elan_deploy.datasets import SRDataset
 from elan_deploy.imaging import to_uint8
 from elan_deploy.metrics import psnr_y, ssim_y
-from elan_deploy.model.elan import ELAN
 
 # HxWx3 float32 0..255 -> sHxsWx3 float32 0..255
 SRFunction = Callable[[np.ndarray], np.ndarray]
-
-
-def torch_sr_function(model: ELAN) -> SRFunction:
-    """The reference model as an SRFunction (it pads to the window multiple itself)."""
-
-    def run(image: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-        with torch.inference_mode():
-            y = model(x)
-        return y[0].permute(1, 2, 0).numpy()
-
-    return run
 
 
 @dataclass(frozen=True)

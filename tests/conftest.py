@@ -33,3 +33,35 @@ def natural_crop(shared: Path, height: int, width: int, image: str = "Set5/HR/ba
     """A HxWx3 float32 0..255 crop of a real photograph."""
     array = np.asarray(Image.open(shared / image).convert("RGB"), dtype=np.float32)
     return np.ascontiguousarray(array[top : top + height, left : left + width])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Engines and exports built by tests go to a throwaway cache, never the user's."""
+    import os
+
+    root = tmp_path_factory.mktemp("engine-cache")
+    old = os.environ.get("ELAN_DEPLOY_CACHE")
+    os.environ["ELAN_DEPLOY_CACHE"] = str(root / "engines")
+    yield root
+    if old is None:
+        os.environ.pop("ELAN_DEPLOY_CACHE", None)
+    else:
+        os.environ["ELAN_DEPLOY_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def exported_onnx(bundled, tmp_path_factory) -> Path:
+    """The bundled model exported once (default strategies) for every runtime test."""
+    from elan_deploy.export import ExportConfig, export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "elan-light-x4.fp32.onnx"
+    export_onnx(bundled, path, ExportConfig())
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_source(bundled, exported_onnx):
+    from elan_deploy.runtimes import ModelSource
+
+    return ModelSource(bundled, onnx=exported_onnx)

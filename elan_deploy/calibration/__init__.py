@@ -1,0 +1,1 @@
+"""Precision conversion of the exported ONNX: typed FP16 now, INT8 Q/DQ calibrated on T91."""

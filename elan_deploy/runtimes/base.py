@@ -1,0 +1,148 @@
+"""The one small interface every runtime implements (see DESIGN.md), and its value types.
+
+A runtime turns the exported ONNX (the hand-over point) into an engine file and loads it into
+an `Engine`: a callable on N,3,H,W float32 0..255 arrays whose H and W are multiples of 16.
+Padding, tiling and colour handling live once, in `elan_deploy.upscale.Upscaler`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from elan_deploy.errors import ElanDeployError
+
+
+class Precision(str, Enum):
+    """Toolkit-wide precision names; each runtime maps them to its own spelling."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8 = "int8"
+
+    @classmethod
+    def parse(cls, value: str | Precision) -> Precision:
+        try:
+            return cls(str(value.value if isinstance(value, Precision) else value).lower())
+        except ValueError:
+            names = ", ".join(p.value for p in cls)
+            raise ElanDeployError(f"unknown precision '{value}'; choose one of {names}") from None
+
+
+Shape = tuple[int, int, int, int]
+_SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)x(\d+)$")
+
+
+def parse_shape(text: str) -> Shape:
+    m = _SHAPE.match(text.strip().lower())
+    if not m:
+        raise ElanDeployError(f"bad shape '{text}'; write NxCxHxW, e.g. 1x3x192x320")
+    shape = tuple(int(v) for v in m.groups())
+    if shape[1] != 3 or shape[0] < 1 or shape[2] % 16 or shape[3] % 16 or not shape[2] or not shape[3]:
+        raise ElanDeployError(f"bad shape '{text}': need N>=1, C=3 and H, W positive multiples of 16")
+    return shape  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """Input shapes an engine is built for: min/opt/max (TensorRT profiles, OpenVINO bounds).
+
+    `min == opt == max` means a static engine, which the benchmark found up to 60 % faster on
+    OpenVINO; the Upscaler's fixed tile size makes static shapes practical.
+    """
+
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    @classmethod
+    def static(cls, shape: Shape) -> ShapeRange:
+        return cls(shape, shape, shape)
+
+    @classmethod
+    def parse(cls, text: str) -> ShapeRange:
+        """`1x3x192x320` (static) or `min:opt:max`."""
+        parts = [parse_shape(p) for p in text.split(":")]
+        if len(parts) == 1:
+            return cls.static(parts[0])
+        if len(parts) != 3:
+            raise ElanDeployError(f"bad shapes '{text}'; write one shape or min:opt:max")
+        lo, opt, hi = parts
+        if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+            raise ElanDeployError(f"bad shapes '{text}': need min <= opt <= max in every dimension")
+        return cls(lo, opt, hi)
+
+    @property
+    def is_static(self) -> bool:
+        return self.min == self.max
+
+    def contains(self, shape: tuple[int, ...]) -> bool:
+        return all(a <= s <= b for a, s, b in zip(self.min, shape, self.max))
+
+    def __str__(self) -> str:
+        fmt = lambda s: "x".join(map(str, s))  # noqa: E731
+        return fmt(self.opt) if self.is_static else f"{fmt(self.min)}:{fmt(self.opt)}:{fmt(self.max)}"
+
+
+DEFAULT_SHAPES = ShapeRange.parse("1x3x16x16:1x3x192x320:4x3x512x512")
+
+
+@dataclass
+class EngineInfo:
+    """What a measurement must record about the engine that produced it."""
+
+    runtime: str
+    runtime_version: str
+    precision: Precision
+    precision_used: str  # as reported back by the runtime, e.g. OpenVINO's resolved hint
+    threads: int | None = None
+    device: str = "CPU"
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    info: EngineInfo
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """N,3,H,W float32 0..255 (H, W multiples of 16) -> N,3,sH,sW float32."""
+        ...
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Runtime-independent build settings that change the engine file (so they key the cache)."""
+
+    threads: int | None = None
+
+
+class Runtime(Protocol):
+    name: str
+    extra: str  # pip extra that installs it
+    precisions: tuple[Precision, ...]
+
+    def check(self) -> None:
+        """Raise RuntimeUnavailable naming the missing package/hardware and the install hint."""
+        ...
+
+    def version(self) -> str: ...
+
+    def build(self, onnx: Path, precision: Precision, shapes: ShapeRange, out: Path, options: BuildOptions) -> None:
+        """Write an engine to `out` (a file or folder) atomically."""
+        ...
+
+    def load(self, engine: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> Engine: ...
+
+
+def check_input(x: np.ndarray, multiple: int = 16) -> np.ndarray:
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ElanDeployError(f"engine input must be N,3,H,W; got shape {tuple(x.shape)}")
+    if x.shape[2] % multiple or x.shape[3] % multiple:
+        raise ElanDeployError(f"engine input H, W must be multiples of {multiple}; got {x.shape[2]}x{x.shape[3]} (use the Upscaler, which pads)")
+    return np.ascontiguousarray(x, dtype=np.float32)

@@ -1,0 +1,51 @@
+"""PyTorch: the reference model in eager mode (fp32, or bf16 autocast on CPU).
+
+It is the yardstick the other engines are compared to, so it runs the reference `ELAN`
+unchanged rather than the rewritten deploy graph. Nothing is built or cached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, ShapeRange, check_input
+from elan_deploy.runtimes.source import ModelSource
+
+
+class TorchEngine:
+    def __init__(self, model: torch.nn.Module, precision: Precision, threads: int | None = None) -> None:
+        self.model = model.eval()
+        self.precision = precision
+        if threads:
+            torch.set_num_threads(threads)
+        self.info = EngineInfo(
+            runtime="torch", runtime_version=torch.__version__, precision=precision,
+            precision_used=precision.value, threads=torch.get_num_threads(),
+        )
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(check_input(x))
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision is Precision.BF16):
+            return self.model(tensor).float().numpy()
+
+
+class TorchRuntime:
+    name = "torch"
+    extra = "torch (core dependency)"
+    precisions = (Precision.FP32, Precision.BF16)
+    needs_build = False
+
+    def check(self) -> None:
+        return None
+
+    def version(self) -> str:
+        return torch.__version__
+
+    def build(self, source: ModelSource, precision: Precision, shapes: ShapeRange, out: Path, options: BuildOptions) -> None:
+        raise NotImplementedError("the torch runtime runs the checkpoint directly; nothing to build")
+
+    def open(self, source: ModelSource, precision: Precision, options: BuildOptions) -> TorchEngine:
+        return TorchEngine(source.loaded.model, precision, options.threads)
