@@ -19,6 +19,7 @@ import elan_deploy
 from elan_deploy.fileio import write_json_atomic
 
 SCHEMA_ID = "elan-deploy/results/1"
+SCHEMA_FILE = Path(__file__).with_name("results_schema.json")  # JSON Schema of the document
 
 
 def cpu_model() -> str:
@@ -60,7 +61,7 @@ def machine_info() -> dict[str, Any]:
 
 
 @dataclass
-class ResultRow:
+class ResultRow:  # `kind` and per-kind fields travel in `extra`; see results_schema.json
     """One runtime × precision × dataset measurement. Optional fields stay None when not measured."""
 
     model: str

@@ -24,6 +24,7 @@ from elan_deploy.runtimes.source import ModelSource
 
 _RUNTIMES = {
     "torch": ("elan_deploy.runtimes.torch_rt", "TorchRuntime"),
+    "torch-compile": ("elan_deploy.runtimes.torch_rt", "TorchCompileRuntime"),
     "onnxruntime": ("elan_deploy.runtimes.onnxruntime_rt", "OnnxRuntimeRuntime"),
     "openvino": ("elan_deploy.runtimes.openvino_rt", "OpenVINORuntime"),
     "tensorrt": ("elan_deploy.runtimes.tensorrt_rt", "TensorRTRuntime"),

@@ -1,0 +1,1 @@
+"""Benchmark harness: every runtime × precision, latency and quality, one results file."""

@@ -1,0 +1,37 @@
+"""`bench --compare old.json`: flag latency and quality regressions against an earlier run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Regression:
+    cell: str
+    what: str
+    old: float
+    new: float
+
+    def __str__(self) -> str:
+        return f"{self.cell}: {self.what} {self.old:.4g} -> {self.new:.4g}"
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return (row.get("kind"), row["runtime"], row["precision"], row.get("shift"), row.get("attention"), row.get("dataset"), row.get("shape"))
+
+
+def find_regressions(old: dict[str, Any], new: dict[str, Any], latency_tolerance: float = 0.10, psnr_tolerance_db: float = 0.02) -> list[Regression]:
+    """p50 slower by more than `latency_tolerance` (ratio), or PSNR lower by more than the tolerance."""
+    before = {_key(r): r for r in old.get("rows", [])}
+    found = []
+    for row in new.get("rows", []):
+        prev = before.get(_key(row))
+        if prev is None:
+            continue
+        cell = f"{row['runtime']} {row['precision']} {row.get('dataset') or row.get('shape')}"
+        if row.get("kind") == "latency" and prev.get("p50_ms") and row["p50_ms"] > prev["p50_ms"] * (1 + latency_tolerance):
+            found.append(Regression(cell, "p50 ms", prev["p50_ms"], row["p50_ms"]))
+        if row.get("kind") == "quality" and prev.get("psnr") is not None and row["psnr"] < prev["psnr"] - psnr_tolerance_db:
+            found.append(Regression(cell, "PSNR dB", prev["psnr"], row["psnr"]))
+    return found
