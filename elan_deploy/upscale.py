@@ -55,16 +55,18 @@ def seams(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
-def wrap_aware_indices(start: int, tile: int, length: int) -> np.ndarray:
+def wrap_aware_indices(start: int, tile: int, length: int, overlap: int) -> np.ndarray:
     """Source rows (or columns) of one tile, with the far image edge spliced in at border tiles.
 
     ELAN's cyclically shifted windows wrap around the whole image: in an untiled run the first
     rows attend to the last ones. A tile that touches only one image edge would wrap onto its own
     opposite side instead, so its last (first) WRAP_CONTEXT rows are replaced by the image's last
-    (first) rows. The splice lies inside the overlap that stitching discards.
+    (first) rows. The splice lies inside the overlap that stitching discards, which needs an
+    overlap of at least three contexts (`bench/tiling_seams.py`: with less, the splice's own
+    discontinuity reaches the kept pixels and does more harm than the wrap it repairs).
     """
     index = np.arange(start, start + tile)
-    if tile >= length or tile < 2 * WRAP_CONTEXT:
+    if tile >= length or tile < 2 * WRAP_CONTEXT or overlap < 3 * WRAP_CONTEXT:
         return index
     if start == 0:
         index[-WRAP_CONTEXT:] = np.arange(length - WRAP_CONTEXT, length)
@@ -140,8 +142,8 @@ class Upscaler:
         rows, cols = tile_starts(h, plan.tile_h, plan.overlap), tile_starts(w, plan.tile_w, plan.overlap)
         row_keep, col_keep = seams(rows, plan.tile_h, h), seams(cols, plan.tile_w, w)
         out = np.empty((h * s, w * s, 3), dtype=np.float32)
-        row_idx = [wrap_aware_indices(r, plan.tile_h, h) for r in rows]
-        col_idx = [wrap_aware_indices(c, plan.tile_w, w) for c in cols]
+        row_idx = [wrap_aware_indices(r, plan.tile_h, h, plan.overlap) for r in rows]
+        col_idx = [wrap_aware_indices(c, plan.tile_w, w, plan.overlap) for c in cols]
         jobs = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
         for first in range(0, len(jobs), plan.batch):
             chunk = jobs[first : first + plan.batch]
