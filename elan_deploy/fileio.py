@@ -19,6 +19,12 @@ from typing import Any
 from elan_deploy.errors import ElanDeployError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _writable_parent(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
@@ -52,6 +58,7 @@ def atomic_path(path: Path | str, *, directory: bool = False) -> Iterator[Path]:
         else:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get normal permissions
             os.replace(tmp, path)
     finally:
         if tmp.is_dir():

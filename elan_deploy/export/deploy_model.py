@@ -1,0 +1,106 @@
+"""`DeployELAN`: the reference ELAN assembled from the export rewrites, same math.
+
+Differences from `elan.ELAN`, each exact (see `elan_deploy.export.rewrites`):
+- no reflect padding or cropping: H and W must already be multiples of the window multiple
+  (16). The Upscaler pads and crops once for every runtime, so the graph stays static-friendly;
+- `sub_mean` is a constant Add, `add_mean` is folded into the tail conv, BN into project_inp;
+- shift-convs, rolls, windows and attention sharing use the chosen export strategies.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from elan_deploy.errors import ElanDeployError
+from elan_deploy.export.rewrites.attention import DeployGMSA, SharedState, WindowGeometry
+from elan_deploy.export.rewrites.mean_shift import fold_output_affine, input_offset
+from elan_deploy.export.rewrites.roll import is_tracing
+from elan_deploy.export.rewrites.shift_conv import build_shift_conv
+from elan_deploy.export.strategies import ATTENTION_STRATEGIES, SHIFT_STRATEGIES, check_attention_strategy, check_shift_strategy
+from elan_deploy.model.elan import ELAB, ELAN, LFE
+
+__all__ = ["ATTENTION_STRATEGIES", "SHIFT_STRATEGIES", "DeployELAN", "build_deploy_model", "check_input_shape"]
+
+
+class DeployLFE(nn.Module):
+    """Shift-conv, ReLU, shift-conv with the chosen shift strategy."""
+
+    def __init__(self, reference: LFE, shift: str) -> None:
+        super().__init__()
+        self.conv0 = build_shift_conv(reference.conv0.shift_conv, shift)
+        self.conv1 = build_shift_conv(reference.conv1.shift_conv, shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(torch.relu(self.conv0(x)))
+
+
+class DeployELAB(nn.Module):
+    """(1 + shared_depth) LFE/GMSA pairs; the first GMSA's attention state feeds the others."""
+
+    def __init__(self, reference: ELAB, shift: str, attention: str) -> None:
+        super().__init__()
+        depth = 1 + reference.shared_depth
+        self.lfes = nn.ModuleList(DeployLFE(reference.modules_lfe[f"lfe_{i}"], shift) for i in range(depth))
+        self.gmsas = nn.ModuleList(DeployGMSA(reference.modules_gmsa[f"gmsa_{i}"], attention) for i in range(depth))
+
+    def forward(self, x: torch.Tensor, geometry: WindowGeometry | None = None) -> torch.Tensor:
+        state: SharedState | None = None
+        for lfe, gmsa in zip(self.lfes, self.gmsas):
+            x = lfe(x) + x
+            y, state = gmsa(x, state, geometry)
+            x = y + x
+        return x
+
+
+def check_input_shape(x: torch.Tensor, multiple: int) -> None:
+    """Raise a one-line ElanDeployError unless x is N,3,H,W with H and W multiples of `multiple`."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ElanDeployError(f"DeployELAN expects an N,3,H,W tensor, got shape {tuple(x.shape)}")
+    height, width = int(x.shape[2]), int(x.shape[3])
+    if height % multiple or width % multiple or height == 0 or width == 0:
+        raise ElanDeployError(
+            f"DeployELAN needs H and W that are multiples of {multiple}, got {height}x{width}; "
+            f"pad the input first (the Upscaler does) or run the reference ELAN"
+        )
+
+
+class DeployELAN(nn.Module):
+    """Export form of ELAN: N,3,H,W in 0..255 (H, W multiples of 16) → N,3,sH,sW."""
+
+    def __init__(self, reference: ELAN, shift: str = "depthwise", attention: str = "shared") -> None:
+        super().__init__()
+        self.shift = check_shift_strategy(shift)
+        self.attention = check_attention_strategy(attention)
+        self.config = reference.config
+        self.scale = reference.config.scale
+        self.window_multiple = reference.config.window_multiple
+        self.window_sizes = tuple(reference.config.window_sizes)
+        self.sub_mean = input_offset(reference.sub_mean)
+        self.head = copy.deepcopy(reference.head[0]).requires_grad_(False)
+        self.body = nn.ModuleList(DeployELAB(block, shift, attention) for block in reference.body)
+        self.tail = fold_output_affine(reference.tail[0], reference.add_mean, self.scale)
+        self.upsample = nn.PixelShuffle(self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not is_tracing():
+            check_input_shape(x, self.window_multiple)
+        geometry = WindowGeometry.of(x, self.window_sizes)
+        x = self.head(self.sub_mean(x))
+        skip = x
+        for block in self.body:
+            x = block(x, geometry)
+        return self.upsample(self.tail(x + skip))
+
+
+def build_deploy_model(reference: ELAN, shift: str = "depthwise", attention: str = "shared") -> DeployELAN:
+    """Rewrite a reference ELAN (eval mode; BN statistics are folded) into an eval-mode DeployELAN.
+
+    The reference is not modified and shares no parameters with the result.
+    """
+    if reference.training:
+        raise ElanDeployError("build_deploy_model needs an eval-mode ELAN (BatchNorm statistics are folded); call model.eval()")
+    with torch.no_grad():
+        return DeployELAN(reference, shift, attention).eval()

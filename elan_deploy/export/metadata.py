@@ -1,0 +1,77 @@
+"""What an exported ONNX file says about itself (`metadata_props`).
+
+Everything downstream (calibration, runtimes, the Upscaler, reports) reads the model's scale,
+window multiple and input range from the file rather than from a side channel, and engine
+caches key on the checkpoint hash and toolkit version recorded here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import onnx
+
+from elan_deploy.errors import ElanDeployError
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The metadata of an ELAN ONNX file; field names are the `metadata_props` keys."""
+
+    model_name: str  # e.g. "elan-light"
+    model_id: str  # e.g. "elan-light-x4"
+    scale: int
+    window_multiple: int  # input H and W must be multiples of this
+    input_range: str  # "0..255"
+    input_layout: str  # "NCHW RGB float32"
+    shift: str
+    attention: str
+    opset: int
+    checkpoint_sha256: str
+    elan_deploy_version: str
+    exporter: str  # e.g. "torch 2.13.0+cpu torchscript"
+    simplifier: str  # e.g. "onnxsim 0.8.1" or "none"
+
+    def to_props(self) -> dict[str, str]:
+        return {key: str(value) for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> "ModelMetadata":
+        missing = [f.name for f in fields(cls) if f.name not in props]
+        if missing:
+            raise ElanDeployError(f"ONNX file lacks elan-deploy metadata {missing[:3]}; export it with `elan-deploy export`")
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = props[f.name]
+            values[f.name] = int(raw) if f.type in ("int", int) else raw
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
+    """Replace all `metadata_props` with `props` (sorted keys, for byte-stable files).
+
+    Simplifiers add their own bulky, run-specific entries; those are dropped.
+    """
+    del model.metadata_props[:]
+    for key in sorted(props):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(props[key])
+
+
+def read_props(model: onnx.ModelProto | Path | str) -> dict[str, str]:
+    """All `metadata_props` of a model (or file) as a dict; weights are not loaded for files."""
+    if not isinstance(model, onnx.ModelProto):
+        path = Path(model)
+        if not path.is_file():
+            raise ElanDeployError(f"ONNX file '{path}' does not exist")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a bad file
+            raise ElanDeployError(f"'{path}' is not a readable ONNX file ({type(exc).__name__})") from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def read_metadata(model: onnx.ModelProto | Path | str) -> ModelMetadata:
+    """The typed elan-deploy metadata of a model or file (ElanDeployError if absent)."""
+    return ModelMetadata.from_props(read_props(model))

@@ -1,0 +1,33 @@
+"""Names of the export strategies and opset bounds (torch-free, so the CLI parser stays fast)."""
+
+from __future__ import annotations
+
+from elan_deploy.errors import ElanDeployError
+
+SHIFT_STRATEGIES: tuple[str, ...] = ("depthwise", "slice", "dense")
+ATTENTION_STRATEGIES: tuple[str, ...] = ("shared", "sdpa")
+
+# The TorchScript exporter (the one that needs no onnxscript) stops at opset 20; 21..23 are
+# reached with onnx's version converter, and 23 adds the fused `Attention` op (see
+# `attention_op`). 17 is the default: every runtime we target reads it, and nothing in ELAN
+# needs a newer op. Pick 23 with attention="sdpa" where the benchmark says it wins.
+DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 13, 23
+
+
+def check_shift_strategy(strategy: str) -> str:
+    if strategy not in SHIFT_STRATEGIES:
+        raise ElanDeployError(f"unknown shift strategy '{strategy}'; choose one of {', '.join(SHIFT_STRATEGIES)}")
+    return strategy
+
+
+def check_attention_strategy(strategy: str) -> str:
+    if strategy not in ATTENTION_STRATEGIES:
+        raise ElanDeployError(f"unknown attention strategy '{strategy}'; choose one of {', '.join(ATTENTION_STRATEGIES)}")
+    return strategy
+
+
+def check_opset(opset: int) -> int:
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ElanDeployError(f"opset {opset} is not supported; choose {MIN_OPSET}..{MAX_OPSET}")
+    return opset

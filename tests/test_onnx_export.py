@@ -1,0 +1,259 @@
+"""ONNX export of DeployELAN: equality with the reference in PyTorch, ONNX Runtime and OpenVINO,
+graph checks, determinism, atomic writes, and the `export` / `info` commands.
+
+Each shift × attention combination is exported once per module (at 1x3x32x48 with dynamic
+axes) and every test shape runs on that one file; reference outputs are computed once and
+shared. Inputs are crops of real photos, never uniform noise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from elan_deploy.cli import main
+from elan_deploy.errors import ElanDeployError
+from elan_deploy.export import (
+    ATTENTION_STRATEGIES,
+    SHIFT_STRATEGIES,
+    ExportConfig,
+    build_deploy_model,
+    export_onnx,
+    read_metadata,
+    summarize,
+    tensor_ranks,
+)
+from elan_deploy.model import LoadedCheckpoint, load_bundled
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TOL = 1e-3  # max abs difference on the 0..255 scale
+EXPORT_SIZE = (32, 48)  # traced size; deliberately not one of the test shapes
+SHAPES = [(1, 16, 16), (1, 48, 80), (1, 64, 64), (1, 192, 320), (2, 48, 80)]
+OPENVINO_SHAPES = [(1, 64, 64), (2, 48, 80)]
+COMBOS = [(s, a) for s in SHIFT_STRATEGIES for a in ATTENTION_STRATEGIES]
+
+
+def natural_batch(batch: int, height: int, width: int) -> np.ndarray:
+    """N,3,H,W float32 0..255 crops of T91/t46.png (508x233), a different crop per sample."""
+    from PIL import Image
+
+    source = DATA / "T91" / "t46.png"
+    if not source.is_file():
+        pytest.skip(f"natural test images missing ({source})")
+    img = np.asarray(Image.open(source).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+    _, full_h, full_w = img.shape
+    crops = []
+    for i in range(batch):
+        top, left = (17 + 29 * i) % (full_h - height + 1), (23 + 71 * i) % (full_w - width + 1)
+        crops.append(img[:, top : top + height, left : left + width])
+    return np.ascontiguousarray(np.stack(crops))
+
+
+@pytest.fixture(scope="module")
+def loaded() -> LoadedCheckpoint:
+    return load_bundled()
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict[tuple[int, int, int], np.ndarray]:
+    return {shape: natural_batch(*shape) for shape in SHAPES}
+
+
+@pytest.fixture(scope="module")
+def expected(loaded: LoadedCheckpoint, inputs: dict) -> dict[tuple[int, int, int], np.ndarray]:
+    """Reference ELAN outputs, computed once for all combinations."""
+    with torch.no_grad():
+        return {shape: loaded.model(torch.from_numpy(x)).numpy() for shape, x in inputs.items()}
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="module")
+def exported(loaded: LoadedCheckpoint, export_dir: Path):
+    """combo → (path, report), exported lazily and once per module."""
+    cache: dict[tuple[str, str], tuple[Path, object]] = {}
+
+    def get(shift: str, attention: str) -> tuple[Path, object]:
+        if (shift, attention) not in cache:
+            path = export_dir / f"{shift}-{attention}.onnx"
+            # the tests below compare every shape against the reference, so the built-in check is skipped
+            config = ExportConfig(shift=shift, attention=attention, trace_size=EXPORT_SIZE, verify=False)
+            cache[(shift, attention)] = (path, export_onnx(loaded, path, config))
+        return cache[(shift, attention)]
+
+    return get
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max())
+
+
+@pytest.mark.parametrize("shift,attention", COMBOS)
+def test_deploy_model_matches_reference_in_torch(loaded, inputs, expected, shift: str, attention: str) -> None:
+    deploy = build_deploy_model(loaded.model, shift, attention)
+    with torch.no_grad():
+        for shape, x in inputs.items():
+            assert max_diff(deploy(torch.from_numpy(x)).numpy(), expected[shape]) < TOL, shape
+
+
+@pytest.mark.parametrize("shift,attention", COMBOS)
+def test_onnxruntime_matches_reference(exported, inputs, expected, shift: str, attention: str) -> None:
+    import onnxruntime as ort
+
+    path, report = exported(shift, attention)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape, x in inputs.items():
+        (y,) = session.run(["sr"], {"lr": x})
+        assert max_diff(y, expected[shape]) < TOL, shape
+
+
+@pytest.mark.parametrize("shift,attention", COMBOS)
+def test_openvino_matches_reference(exported, inputs, expected, shift: str, attention: str) -> None:
+    ov = pytest.importorskip("openvino")
+    path, _ = exported(shift, attention)
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    for shape in OPENVINO_SHAPES:
+        y = request.infer({0: inputs[shape]})[compiled.output(0)]
+        assert max_diff(y, expected[shape]) < TOL, shape
+
+
+@pytest.mark.parametrize("shift,attention", COMBOS)
+def test_graph_is_rank5_default_domain_and_described(exported, loaded, shift: str, attention: str) -> None:
+    path, report = exported(shift, attention)
+    model = onnx.load(str(path))
+    ranks = tensor_ranks(model, {"lr": (1, 3, 192, 320)})
+    assert ranks.unknown == ()
+    assert ranks.max_rank <= 5
+    summary = summarize(model)
+    assert summary.default_domain_only
+    assert [(t.name, t.shape) for t in summary.inputs] == [("lr", ("N", 3, "H", "W"))]
+    assert [t.name for t in summary.outputs] == ["sr"]
+    assert "Pad" not in summary.op_counts or shift == "slice"  # no image padding inside the graph
+    meta = read_metadata(path)
+    assert (meta.shift, meta.attention, meta.scale, meta.window_multiple) == (shift, attention, 4, 16)
+    assert (meta.input_range, meta.opset, meta.checkpoint_sha256) == ("0..255", 17, loaded.sha256)
+    assert report.node_count == len(model.graph.node)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_rank_check_catches_rank_6(tmp_path: Path) -> None:
+    class Rank6(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, c, h, w = x.shape
+            return x.view(b, c, h // 4, 4, w // 4, 4).permute(0, 2, 4, 3, 5, 1).reshape(b, h * w, c)
+
+    path = tmp_path / "rank6.onnx"
+    torch.onnx.export(Rank6(), (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False, input_names=["lr"],
+                      dynamic_axes={"lr": {2: "H", 3: "W"}})
+    ranks = tensor_ranks(onnx.load(str(path)), {"lr": (1, 3, 16, 16)})
+    assert ranks.max_rank == 6 and not ranks.within(5)
+
+
+def test_export_is_byte_identical(exported, loaded, tmp_path: Path) -> None:
+    path, report = exported("depthwise", "shared")
+    again = tmp_path / "again.onnx"
+    config = ExportConfig(trace_size=EXPORT_SIZE, verify=False)
+    second = export_onnx(loaded, again, config)
+    assert again.read_bytes() == path.read_bytes()
+    assert second.sha256 == report.sha256
+
+
+def test_export_opset23_fuses_attention(loaded, inputs, expected, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    path = tmp_path / "op23.onnx"
+    report = export_onnx(loaded, path, ExportConfig(attention="sdpa", opset=23, trace_size=EXPORT_SIZE, verify=False))
+    assert report.attention_ops == 72  # 24 GMSAs x 3 window sizes
+    model = onnx.load(str(path))
+    assert summarize(model).default_domain_only and "Softmax" not in summarize(model).op_counts
+    shape = (2, 48, 80)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert max_diff(session.run(None, {"lr": inputs[shape]})[0], expected[shape]) < TOL
+    ov = pytest.importorskip("openvino")
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert max_diff(compiled.create_infer_request().infer({0: inputs[shape]})[compiled.output(0)], expected[shape]) < TOL
+
+
+def _folder_listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("stage", ["trace_to_onnx", "check_graph"])  # first and last step inside the temp file's lifetime
+def test_failed_export_leaves_no_file(loaded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
+    import elan_deploy.export.onnx_export as onnx_export
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"injected failure in {stage}")
+
+    monkeypatch.setattr(onnx_export, stage, boom)
+    target = tmp_path / "model.onnx"
+    config = ExportConfig(trace_size=EXPORT_SIZE, verify=False)
+    with pytest.raises(RuntimeError, match="injected"):
+        export_onnx(loaded, target, config)
+    assert _folder_listing(tmp_path) == []
+    if stage == "trace_to_onnx":  # cheap: an existing file survives a failed re-export untouched
+        target.write_bytes(b"previous")
+        with pytest.raises(RuntimeError, match="injected"):
+            export_onnx(loaded, target, config)
+        assert target.read_bytes() == b"previous"
+        assert _folder_listing(tmp_path) == ["model.onnx"]
+
+
+def test_unwritable_output_is_a_user_error(loaded, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(ElanDeployError):
+        export_onnx(loaded, blocker / "model.onnx", ExportConfig(verify=False))
+    with pytest.raises(ElanDeployError):
+        export_onnx(loaded, tmp_path / "missing" / "model.onnx", ExportConfig(verify=False))
+    assert _folder_listing(tmp_path) == ["not-a-folder"]
+
+
+def test_bad_config_is_a_user_error() -> None:
+    with pytest.raises(ElanDeployError):
+        ExportConfig(opset=9)
+    with pytest.raises(ElanDeployError):
+        ExportConfig(trace_size=(30, 48))
+    with pytest.raises(ElanDeployError):
+        ExportConfig(shift="nope")
+
+
+def test_cli_export_and_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "sub" / "model.onnx"
+    argv = ["export", "--shift", "slice", "--attention", "sdpa", "--static-batch", "--output", str(output), "--json", str(tmp_path / "export.json")]
+    assert main(argv) == 0
+    assert output.is_file()
+    record = json.loads((tmp_path / "export.json").read_text())
+    assert record["max_abs_error"] < TOL and record["metadata"]["shift"] == "slice"
+    capsys.readouterr()
+
+    assert main(["info", str(output), "--shape", "1x3x192x320", "--json", str(tmp_path / "info.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "Slice" in printed and "elan-light-x4" in printed
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["rank_check"]["max_rank"] <= 5 and info["rank_check"]["within_limit"]
+    assert info["default_domain_only"] and info["metadata"]["attention"] == "sdpa"
+    assert info["inputs"][0]["shape"] == [1, 3, "H", "W"]  # --static-batch
+
+    assert main(["info", str(output), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rank_check"]["input_shape"] == [1, 3, 192, 320]
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(tmp_path / "missing.onnx")]) == 2
+    assert main(["info", str(tmp_path / "x.onnx"), "--shape", "1x3xAx4"]) == 2
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 3 and "Traceback" not in err
