@@ -1,0 +1,88 @@
+"""`elan-deploy quantize`: explicit Q/DQ INT8 ONNX, calibrated on T91, float where PSNR needs it."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+from elan_deploy.commands.common import add_model_args, check_onnx_matches
+from elan_deploy.console import print_table, progress, stdout
+
+
+def _fp32_onnx(args: argparse.Namespace) -> tuple[Path, str, int]:
+    """(FP32 ONNX, model id, scale): the given --onnx, or the model exported into the cache."""
+    from elan_deploy.model import load_model
+    from elan_deploy.runtimes import ModelSource
+    from elan_deploy.runtimes.cache import default_cache_dir
+
+    loaded = load_model(args.model, args.scale)
+    if args.onnx is not None:
+        check_onnx_matches(args.onnx, loaded.config.scale)
+        return args.onnx, loaded.config.model_id, loaded.config.scale
+    source = ModelSource(loaded, work_dir=default_cache_dir().parent / "onnx")
+    return source.onnx_path(), loaded.config.model_id, loaded.config.scale
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from elan_deploy.calibration.int8 import default_config, write_int8
+    from elan_deploy.fileio import write_json_atomic
+
+    config = default_config(
+        method=args.method, budget_db=args.budget_db, patches=args.patches, patch_size=args.patch_size, seed=args.seed,
+        max_float_nodes=args.max_float_nodes, percentile=args.percentile,
+    )
+    with progress() as bar:
+        task = bar.add_task("export FP32 ONNX", total=None)
+        fp32, model_id, scale = _fp32_onnx(args)
+        output = args.output or Path(f"{model_id}.int8.onnx")
+        report = write_int8(
+            fp32, output, config, scale=scale, calib_dir=args.calib_dir, progress=lambda msg: bar.update(task, description=msg),
+            allow_over_budget=args.allow_over_budget,
+        )
+    if args.sensitivity and report.sensitivities:
+        print_table(
+            "layer-group sensitivity on held-out T91 (only that group in INT8)",
+            ("group", "kind", "nodes", "output PSNR vs FP32 (dB)", "kept float"),
+            [(s.group, s.kind, s.nodes, round(s.fidelity_db, 2), "yes" if s.group in report.float_groups else "") for s in report.sensitivities],
+        )
+    score = report.score
+    print_table(
+        f"{model_id} INT8 Q/DQ, held-out T91 x{scale} (budget {config.budget_db:g} dB on mean + 1 s.e.)",
+        ("method", "float nodes", "drop (dB)", "± s.e.", "met", "time (s)"),
+        [(
+            report.config.method, len(report.float_nodes), round(score.drop_db, 4), round(score.stderr_db, 4),
+            "yes" if report.met else "NO", f"{report.seconds.get('total', 0.0):.0f}",
+        )],
+    )
+    stdout.print(f"kept float: {', '.join(report.float_groups) or 'nothing'}")
+    stdout.print(f"held-out Y-PSNR: FP32 {report.fp32_psnr:.3f} dB, INT8 {score.psnr:.3f} dB; wrote {report.path}")
+    if args.json:
+        write_json_atomic(args.json, {
+            "schema": "elan-deploy/int8/1", "model": model_id, "scale": scale, "output": str(report.path),
+            "config": asdict(report.config), "calibration": report.calibration,
+            "float_groups": report.float_groups, "float_nodes": report.float_nodes, "fp32_psnr": report.fp32_psnr,
+            "int8_psnr": score.psnr, "heldout_drop_db": score.drop_db, "heldout_drop_se_db": score.stderr_db, "met": report.met,
+            "seconds": report.seconds,
+            "sensitivity": [{"group": s.group, "kind": s.kind, "nodes": s.nodes, "mse": s.mse} for s in report.sensitivities],
+        })
+    return 0 if report.met else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="INT8 Q/DQ ONNX calibrated on T91, mixed precision under a PSNR budget")
+    add_model_args(p)
+    p.add_argument("--onnx", type=Path, help="quantize this FP32 ONNX instead of exporting the model")
+    p.add_argument("--method", default="entropy", choices=("minmax", "entropy", "percentile"), help="activation range estimator [entropy]")
+    p.add_argument("--percentile", type=float, default=99.999, help="|x| percentile for --method percentile [99.999]")
+    p.add_argument("--budget-db", type=float, default=0.05, help="largest held-out Y-PSNR drop vs FP32 (mean + 1 s.e.) [0.05]")
+    p.add_argument("--max-float-nodes", type=int, help="cap on Conv/MatMul nodes kept in float [no cap]")
+    p.add_argument("--allow-over-budget", action="store_true", help="write the best model even if the budget is not met (exit 1)")
+    p.add_argument("--calib-dir", type=Path, help="calibration images (never a test set) [T91 under the data root, else the bundled subset]")
+    p.add_argument("--patches", type=int, default=64, help="calibration LR patches [64]")
+    p.add_argument("--patch-size", type=int, default=64, help="LR patch side, a multiple of 16 [64]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patch positions [0]")
+    p.add_argument("--output", type=Path, help="INT8 ONNX to write [./MODEL_ID.int8.onnx]")
+    p.add_argument("--json", type=Path, help="write the report (float set, drops, sensitivities) as JSON")
+    p.add_argument("--sensitivity", action="store_true", help="also print every layer group's measured sensitivity")
+    p.set_defaults(handler=run_quantize)
