@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-stdout = Console()
+# Wide tables stay readable when piped to a file or a CI log (rich assumes 80 columns there).
+stdout = Console() if Console().is_terminal else Console(width=200)
 stderr = Console(stderr=True)
 
 

@@ -29,7 +29,8 @@ def find_regressions(old: dict[str, Any], new: dict[str, Any], latency_tolerance
         prev = before.get(_key(row))
         if prev is None:
             continue
-        cell = f"{row['runtime']} {row['precision']} {row.get('dataset') or row.get('shape')}"
+        where = row.get("shape") if row.get("kind") == "latency" else row.get("dataset")
+        cell = f"{row['runtime']} {row['precision']} {where}"
         if row.get("kind") == "latency" and prev.get("p50_ms") and row["p50_ms"] > prev["p50_ms"] * (1 + latency_tolerance):
             found.append(Regression(cell, "p50 ms", prev["p50_ms"], row["p50_ms"]))
         if row.get("kind") == "quality" and prev.get("psnr") is not None and row["psnr"] < prev["psnr"] - psnr_tolerance_db:
