@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -25,5 +26,6 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
     for col in columns:
         table.add_column(col, justify="left" if col in columns[:1] else "right")
     for row in rows:
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+        # escape: cell text such as "pip install 'elan-deploy[tensorrt]'" is not rich markup
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in row))
     stdout.print(table)

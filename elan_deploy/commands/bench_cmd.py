@@ -81,7 +81,7 @@ def run_bench(args: argparse.Namespace) -> int:
     _write_crops(results, runner, datasets[0], out / "crops.png")
     _print_summary(doc, main_shape, headline)
     if plot_note:
-        stderr.print(f"plot skipped: {plot_note}")
+        stderr.print(f"plot skipped: {plot_note}", markup=False)
     stderr.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, plots in {out}")
     if args.compare:
         try:
@@ -90,7 +90,7 @@ def run_bench(args: argparse.Namespace) -> int:
             raise ElanDeployError(f"cannot read --compare file '{args.compare}': {exc}") from None
         regressions = find_regressions(old, doc)
         for r in regressions:
-            stderr.print(f"[red]regression[/red] {r}")
+            stderr.print(f"regression {r}", markup=False)
         if regressions:
             return 1
         stderr.print(f"no regressions against {args.compare}")

@@ -56,7 +56,7 @@ def run_upscale(args: argparse.Namespace) -> int:
                 warnings.simplefilter("always")
                 image = read_image(src)
             for w in caught:
-                stderr.print(f"warning: {w.message}")
+                stderr.print(f"warning: {w.message}", markup=False)
             write_image(dst, np.clip(np.round(upscaler(image.astype(np.float32))), 0, 255).astype(np.uint8))
             bar.advance(task)
     stderr.print(f"wrote {len(pairs)} image(s) to {folder}")
