@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from elan_deploy.bench.compare import find_regressions
+from elan_deploy.bench.compare import find_regressions, latency_changes
+from elan_deploy.bench.latency import CpuLoad, LatencyStats
+from elan_deploy.bench.worker import LatencyWorker, WorkerFailed, WorkerSpec
 from elan_deploy.cli import main
+from elan_deploy.commands.bench_cmd import unsteady_machine_warning
 from elan_deploy.results import SCHEMA_FILE
 
 
@@ -20,7 +27,7 @@ def tiny_bench(shared_data: Path, exported_onnx: Path, tmp_path_factory) -> Path
         shutil.copy(shared_data / "Set5" / "HR" / name, subset / name)
     out = tmp_path_factory.mktemp("bench")
     args = ["bench", "--runtime", "torch,onnxruntime,tensorrt", "--precision", "fp32,fp16", "--shapes", "1x3x24x40",
-            "--iters", "2", "--time-budget", "0", "--dataset", str(subset), "--output", str(out), "--onnx", str(exported_onnx)]
+            "--iters", "2", "--rounds", "2", "--time-budget", "0", "--dataset", str(subset), "--output", str(out), "--onnx", str(exported_onnx)]
     assert main(args) == 0
     return out
 
@@ -40,6 +47,8 @@ def test_rows_carry_what_produced_them(tiny_bench: Path) -> None:
     assert all(r["shape"] == "1x3x24x40" and r["engine_shape"] == "1x3x32x48" for r in latency)
     assert all(r["threads"] and r["precision_used"] and r["runtime_version"] for r in latency)
     assert all(r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"] for r in latency)
+    assert all(r["rounds"] == 2 and r["iterations"] >= 2 for r in latency)
+    assert all(0 <= r["engine_rss_mb"] < r["peak_rss_mb"] for r in latency)  # measured in the engine's own process
     quality = {(r["runtime"], r["precision"]): r for r in doc["rows"] if r["kind"] == "quality"}
     assert quality["onnxruntime", "fp32"]["fidelity_psnr"] >= 50
     assert abs(quality["onnxruntime", "fp32"]["psnr"] - quality["torch", "fp32"]["psnr"]) < 0.01
@@ -65,3 +74,74 @@ def test_compare_flags_regressions(tiny_bench: Path) -> None:
     assert find_regressions(doc, doc) == []
     flagged = find_regressions(doc, slower)
     assert {r.what for r in flagged} == {"p50 ms", "PSNR dB"}
+
+
+def test_compare_lists_every_latency_change(tiny_bench: Path) -> None:
+    doc = json.loads((tiny_bench / "results.json").read_text())
+    slower = json.loads(json.dumps(doc))
+    for row in slower["rows"]:
+        if row["kind"] == "latency":
+            row["p50_ms"] *= 1.05
+    changes = latency_changes(doc, slower)
+    assert len(changes) == sum(r["kind"] == "latency" for r in doc["rows"])
+    assert all(abs(c.change_pct - 5.0) < 1e-6 for c in changes)
+    assert find_regressions(doc, slower) == []  # within the 10 % tolerance
+
+
+def test_latency_stats_pool_rounds_and_report_their_spread() -> None:
+    stats = LatencyStats.from_rounds([[0.10, 0.10, 0.10], [0.12, 0.12, 0.12]], (1, 3, 16, 16), scale=4)
+    assert stats.iterations == 6 and stats.rounds == 2
+    assert stats.min_ms == pytest.approx(100) and stats.max_ms == pytest.approx(120)
+    assert stats.round_spread_pct == pytest.approx(100 * 20 / stats.p50_ms)
+    assert stats.output_mpix_per_s == pytest.approx(64 * 64 / 1e6 / stats.mean_ms * 1e3)
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="CPU accounting reads Linux /proc")
+def test_cpu_load_counts_unwatched_processes_as_other() -> None:
+    start = time.perf_counter()
+    load = CpuLoad()
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"])
+    busy.wait()
+    elapsed = time.perf_counter() - start
+    one_core_for_1_5_s = 100 * 1.5 / ((os.cpu_count() or 1) * elapsed)
+    assert load.finish().other_pct >= 0.6 * one_core_for_1_5_s
+
+
+def test_a_worker_that_cannot_open_its_engine_reports_why(tmp_path: Path, bundled) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx file")
+    spec = WorkerSpec(
+        checkpoint=bundled.path, scale=4, runtime="onnxruntime", precision="fp32", shift="depthwise", attention="shared",
+        shape=(1, 3, 16, 16), threads=1, cache_dir=tmp_path / "cache", onnx=broken, work_dir=None,
+    )
+    with pytest.raises(WorkerFailed) as failure:
+        LatencyWorker(spec)
+    assert failure.value.kind in ("skipped", "failed") and str(failure.value)
+
+
+def test_a_busy_or_unsteady_machine_is_called_out(tiny_bench: Path) -> None:
+    doc = json.loads((tiny_bench / "results.json").read_text())
+    assert all("other_cpu_pct" in r for r in doc["rows"] if r["kind"] == "latency")
+    quiet = json.loads(json.dumps(doc))
+    latency = [r for r in quiet["rows"] if r["kind"] == "latency"]
+    for row in latency:
+        row.update(other_cpu_pct=0.0, steal_pct=0.0, round_spread_pct=5.0)
+    assert unsteady_machine_warning(quiet) is None
+    for row in latency:
+        row["round_spread_pct"] = 60.0
+    assert "between rounds" in unsteady_machine_warning(quiet)
+    latency[0]["other_cpu_pct"] = 40.0
+    assert "busy" in unsteady_machine_warning(quiet)
+
+
+def test_a_worker_that_dies_mid_run_is_reported_not_fatal(tmp_path: Path, bundled) -> None:
+    spec = WorkerSpec(
+        checkpoint=bundled.path, scale=4, runtime="torch", precision="fp32", shift="depthwise", attention="shared",
+        shape=(1, 3, 16, 16), threads=1, cache_dir=tmp_path / "cache", onnx=None, work_dir=None,
+    )
+    worker = LatencyWorker(spec)
+    assert worker.ready.first_output.shape == (1, 3, 64, 64)
+    assert len(worker.run(0, 2, 2, 0.0)) == 2
+    os.kill(worker.pid, 9)
+    with pytest.raises(WorkerFailed, match="died"):
+        worker.run(0, 1, 1, 0.0)

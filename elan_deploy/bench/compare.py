@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from elan_deploy.bench.matrix import row_label
+
 
 @dataclass(frozen=True)
 class Regression:
@@ -19,6 +21,32 @@ class Regression:
 
 def _key(row: dict[str, Any]) -> tuple:
     return (row.get("kind"), row["runtime"], row["precision"], row.get("shift"), row.get("attention"), row.get("dataset"), row.get("shape"))
+
+
+@dataclass(frozen=True)
+class LatencyChange:
+    cell: str
+    shape: str
+    old_p50_ms: float
+    new_p50_ms: float
+    old_min_ms: float | None
+    new_min_ms: float | None
+
+    @property
+    def change_pct(self) -> float:
+        return 100 * (self.new_p50_ms / self.old_p50_ms - 1)
+
+
+def latency_changes(old: dict[str, Any], new: dict[str, Any]) -> list[LatencyChange]:
+    """p50 (and min) of every latency cell present in both runs, in the new run's order."""
+    before = {_key(r): r for r in old.get("rows", []) if r.get("kind") == "latency"}
+    changes = []
+    for row in new.get("rows", []):
+        prev = before.get(_key(row))
+        if row.get("kind") != "latency" or prev is None or not prev.get("p50_ms"):
+            continue
+        changes.append(LatencyChange(row_label(row), row["shape"], prev["p50_ms"], row["p50_ms"], prev.get("min_ms"), row.get("min_ms")))
+    return changes
 
 
 def find_regressions(old: dict[str, Any], new: dict[str, Any], latency_tolerance: float = 0.10, psnr_tolerance_db: float = 0.02) -> list[Regression]:

@@ -1,82 +1,162 @@
-"""Latency of one engine at one input shape, in the terms OpenVINO's benchmark_app uses.
+"""Latency statistics in the terms OpenVINO's benchmark_app uses, and what disturbs them.
 
-Warm-up runs first (graph optimisation, allocator, lazy compilation), then a fixed number of
-iterations or a time budget, whichever ends later, with at least `min_iters`. Peak memory is
-sampled from /proc while the runs execute, so it includes the runtime's own arenas.
+Samples come from several interleaved rounds (see `bench.worker`): p50 over all of them, the
+minimum as the machine's best case, and the spread of the per-round medians as the run's own
+measure of how steady the machine was. `CpuLoad` records how much CPU other processes and the
+hypervisor (steal) took during the timing, so a noisy number says why it is noisy.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from elan_deploy.runtimes.base import Engine
-
 
 @dataclass(frozen=True)
 class LatencyConfig:
+    """Per engine and shape: `rounds` interleaved rounds share the iteration and time budgets."""
+
     warmup: int = 1
-    min_iters: int = 3
-    max_iters: int = 20
+    min_iters: int = 5
+    max_iters: int = 50
     time_budget_s: float = 10.0
+    rounds: int = 5
+    settle_s: float = 0.25  # pause before each engine's turn so the previous one's threads go idle
+
+    def round_budget(self) -> tuple[int, int, float]:
+        """(min iterations, max iterations, seconds) for one round."""
+        return (-(-self.min_iters // self.rounds), max(1, self.max_iters // self.rounds), self.time_budget_s / self.rounds)
 
 
 @dataclass(frozen=True)
 class LatencyStats:
     shape: str
     iterations: int
+    rounds: int
     min_ms: float
     p50_ms: float
     p90_ms: float
     p99_ms: float
     max_ms: float
     mean_ms: float
+    round_spread_pct: float  # (slowest - fastest round median) / p50
     images_per_s: float
     output_mpix_per_s: float
-    peak_rss_mb: float
+
+    @classmethod
+    def from_rounds(cls, rounds: list[list[float]], shape: tuple[int, int, int, int], scale: int) -> LatencyStats:
+        ms = np.array([t for r in rounds for t in r]) * 1e3
+        medians = [float(np.median(r)) * 1e3 for r in rounds if r]
+        p50 = float(np.percentile(ms, 50))
+        n, _, h, w = shape
+        mean_s = float(ms.mean()) / 1e3
+        return cls(
+            shape="x".join(map(str, shape)), iterations=len(ms), rounds=len(medians),
+            min_ms=float(ms.min()), p50_ms=p50, p90_ms=float(np.percentile(ms, 90)), p99_ms=float(np.percentile(ms, 99)),
+            max_ms=float(ms.max()), mean_ms=float(ms.mean()), round_spread_pct=100 * (max(medians) - min(medians)) / p50,
+            images_per_s=n / mean_s, output_mpix_per_s=n * h * w * scale * scale / 1e6 / mean_s,
+        )
 
     def to_json(self) -> dict[str, float | int | str]:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def rss_mb() -> float:
+def _status_mb(field: str) -> float | None:
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    value = _status_mb("VmRSS")
+    if value is None:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    import os
-
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return value
 
 
-class PeakMemory:
-    """Samples the process RSS every few ms on a background thread."""
+def reset_peak_rss() -> None:
+    """Start the peak-RSS high-water mark afresh (Linux: `5` to clear_refs); a no-op elsewhere."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
-    def __init__(self, interval_s: float = 0.005) -> None:
-        self.interval_s = interval_s
-        self.peak = rss_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb())
-            self._stop.wait(self.interval_s)
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since `reset_peak_rss` (the kernel's high-water mark)."""
+    value = _status_mb("VmHWM")
+    if value is None:
+        import resource
 
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
+    return value
+
+
+def _system_jiffies() -> tuple[int, int, int] | None:
+    """(busy, steal, total) CPU jiffies of the whole machine, from /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq, steal, user + nice + system + idle + iowait + irq + softirq + steal
+
+
+def _process_jiffies(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class CpuLoad:
+    """CPU share taken by other processes and by the hypervisor while our workers were timed.
+
+    `other_pct` is busy time of the machine not spent by the watched processes, as a percentage of
+    all cores over the interval; `steal_pct` is time the hypervisor gave to other guests.
+    Both are None off Linux.
+    """
+
+    def __init__(self) -> None:
+        self._start = _system_jiffies()
+        self._own_start: dict[int, int] = {}
+        self._own_total = 0
+        self.other_pct: float | None = None
+        self.steal_pct: float | None = None
+        self.loadavg_1m: float | None = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+    def watch(self, pid: int) -> None:
+        if (jiffies := _process_jiffies(pid)) is not None:
+            self._own_start.setdefault(pid, jiffies)
+
+    def unwatch(self, pid: int) -> None:
+        """Call before a watched process exits, while /proc still has it (a vanished one adds nothing)."""
+        start = self._own_start.pop(pid, None)
+        end = _process_jiffies(pid)
+        if start is not None and end is not None:
+            self._own_total += end - start
+
+    def finish(self) -> CpuLoad:
+        for pid in list(self._own_start):
+            self.unwatch(pid)
+        end = _system_jiffies()
+        if self._start is None or end is None or end[2] <= self._start[2]:
+            return self
+        busy, steal, total = (b - a for a, b in zip(self._start, end))
+        self.other_pct = round(max(0.0, 100 * (busy - self._own_total) / total), 1)
+        self.steal_pct = round(100 * steal / total, 1)
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mb())
 
 
 def natural_input(shape: tuple[int, int, int, int], image: np.ndarray) -> np.ndarray:
@@ -85,33 +165,3 @@ def natural_input(shape: tuple[int, int, int, int], image: np.ndarray) -> np.nda
     reps = (-(-h // image.shape[0]), -(-w // image.shape[1]), 1)
     tiled = np.tile(image, reps)[:h, :w].astype(np.float32)
     return np.ascontiguousarray(np.broadcast_to(tiled.transpose(2, 0, 1)[None], (n, 3, h, w)))
-
-
-def measure_latency(engine: Engine, x: np.ndarray, scale: int, config: LatencyConfig = LatencyConfig()) -> LatencyStats:
-    for _ in range(config.warmup):
-        engine(x)
-    times: list[float] = []
-    with PeakMemory() as memory:
-        start = time.perf_counter()
-        while len(times) < config.max_iters and (
-            len(times) < config.min_iters or time.perf_counter() - start < config.time_budget_s
-        ):
-            t0 = time.perf_counter()
-            engine(x)
-            times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1e3
-    n, _, h, w = x.shape
-    mean_s = float(ms.mean()) / 1e3
-    return LatencyStats(
-        shape="x".join(map(str, x.shape)),
-        iterations=len(times),
-        min_ms=float(ms.min()),
-        p50_ms=float(np.percentile(ms, 50)),
-        p90_ms=float(np.percentile(ms, 90)),
-        p99_ms=float(np.percentile(ms, 99)),
-        max_ms=float(ms.max()),
-        mean_ms=float(ms.mean()),
-        images_per_s=n / mean_s,
-        output_mpix_per_s=n * h * w * scale * scale / 1e6 / mean_s,
-        peak_rss_mb=memory.peak,
-    )

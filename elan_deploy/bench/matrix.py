@@ -52,6 +52,11 @@ class Cell:
         return not self.runtime.startswith("torch")
 
 
+def row_label(row: dict) -> str:
+    """`Cell.label` of a results.json row."""
+    return Cell(row["runtime"], row["precision"], row.get("shift", "depthwise"), row.get("attention", "shared")).label
+
+
 def build_matrix(
     runtimes: list[str] | None = None,
     precisions: list[str] | None = None,

@@ -8,28 +8,22 @@ from typing import Any
 
 import numpy as np
 
+from elan_deploy.bench.matrix import row_label
 from elan_deploy.fileio import atomic_path, write_bytes_atomic
-
-
-def _label(row: dict[str, Any]) -> str:
-    label = f"{row['runtime']} {row['precision']}"
-    if "shift" in row and (row["shift"], row["attention"]) != ("depthwise", "shared"):
-        label += f" [{row['shift']}/{row['attention']}]"
-    return label
 
 
 def _cells(rows: list[dict[str, Any]]) -> list[str]:
     seen: dict[str, None] = {}
     for row in rows:
-        seen.setdefault(_label(row), None)
+        seen.setdefault(row_label(row), None)
     return list(seen)
 
 
 def summary_rows(doc: dict[str, Any], main_shape: str, dataset: str) -> list[dict[str, Any]]:
     """One dict per cell: latency at the main shape, quality on one dataset, ratios to baselines."""
     rows = doc["rows"]
-    latency = {_label(r): r for r in rows if r.get("kind") == "latency" and r.get("shape") == main_shape}
-    quality = {_label(r): r for r in rows if r.get("kind") == "quality" and r.get("dataset") == dataset}
+    latency = {row_label(r): r for r in rows if r.get("kind") == "latency" and r.get("shape") == main_shape}
+    quality = {row_label(r): r for r in rows if r.get("kind") == "quality" and r.get("dataset") == dataset}
     base_eager = latency.get("torch fp32", {}).get("p50_ms")
     base_compile = latency.get("torch-compile bf16", {}).get("p50_ms")
     ref_psnr = quality.get("torch fp32", {}).get("psnr")
@@ -43,7 +37,7 @@ def summary_rows(doc: dict[str, Any], main_shape: str, dataset: str) -> list[dic
             "threads": lat.get("threads") or q.get("threads"),
             "p50_ms": p50, "p90_ms": lat.get("p90_ms"), "p99_ms": lat.get("p99_ms"),
             "images_per_s": lat.get("images_per_s"), "output_mpix_per_s": lat.get("output_mpix_per_s"),
-            "peak_rss_delta_mb": lat.get("peak_rss_delta_mb"), "build_s": lat.get("build_s"), "engine_mb": lat.get("engine_mb"),
+            "min_ms": lat.get("min_ms"), "engine_rss_mb": lat.get("engine_rss_mb"), "build_s": lat.get("build_s"), "engine_mb": lat.get("engine_mb"),
             "speedup_vs_eager": base_eager / p50 if p50 and base_eager else None,
             "speedup_vs_compile_bf16": base_compile / p50 if p50 and base_compile else None,
             "psnr": q.get("psnr"), "ssim": q.get("ssim"),
@@ -81,11 +75,11 @@ def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
         "of the engine's RGB output against the torch FP32 output (∞ = identical).",
         "",
     ]
-    header = ["cell", "precision used", "threads", "p50 ms", "p90 ms", "p99 ms", "img/s", "out MP/s", "peak RSS Δ MB",
+    header = ["cell", "precision used", "threads", "min ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "out MP/s", "engine RSS MB",
               "vs torch eager", "vs torch.compile bf16", f"{dataset} PSNR", "Δ dB", "SSIM", "fidelity dB", "build s"]
     body = [[
-        s["cell"], _fmt(s["used"]), _fmt(s["threads"]), _fmt(s["p50_ms"], 1), _fmt(s["p90_ms"], 1), _fmt(s["p99_ms"], 1),
-        _fmt(s["images_per_s"], 3), _fmt(s["output_mpix_per_s"], 3), _fmt(s["peak_rss_delta_mb"], 0),
+        s["cell"], _fmt(s["used"]), _fmt(s["threads"]), _fmt(s["min_ms"], 1), _fmt(s["p50_ms"], 1), _fmt(s["p90_ms"], 1),
+        _fmt(s["p99_ms"], 1), _fmt(s["images_per_s"], 3), _fmt(s["output_mpix_per_s"], 3), _fmt(s["engine_rss_mb"], 0),
         _fmt(s["speedup_vs_eager"]) + ("×" if s["speedup_vs_eager"] else ""),
         _fmt(s["speedup_vs_compile_bf16"]) + ("×" if s["speedup_vs_compile_bf16"] else ""),
         _fmt(s["psnr"], 4), _fmt(s["delta_db"], 4), _fmt(s["ssim"], 4), _fmt(s["fidelity_psnr"]), _fmt(s["build_s"], 1),
@@ -97,25 +91,36 @@ def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
         parts += ["## Quality per dataset (Y channel, border = scale)", ""]
         parts.append(markdown_table(
             ["cell", "dataset", "images", "PSNR", "SSIM", "fidelity dB"],
-            [[_label(r), r["dataset"], str(r["images"]), _fmt(r["psnr"], 4), _fmt(r["ssim"], 4), _fmt(r.get("fidelity_psnr"))] for r in quality],
+            [[row_label(r), r["dataset"], str(r["images"]), _fmt(r["psnr"], 4), _fmt(r["ssim"], 4), _fmt(r.get("fidelity_psnr"))] for r in quality],
         ))
         parts.append("")
     latency = [r for r in doc["rows"] if r.get("kind") == "latency"]
     if latency:
-        parts += ["## Latency per shape", ""]
+        parts += ["## Latency per shape", "", LATENCY_NOTE, ""]
         parts.append(markdown_table(
-            ["cell", "shape", "engine shape", "iters", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "img/s", "out MP/s", "peak RSS MB", "engine MB"],
-            [[_label(r), r["shape"], r["engine_shape"], str(r["iterations"]), _fmt(r["min_ms"], 1), _fmt(r["p50_ms"], 1), _fmt(r["p90_ms"], 1),
-              _fmt(r["p99_ms"], 1), _fmt(r["max_ms"], 1), _fmt(r["images_per_s"], 3), _fmt(r["output_mpix_per_s"], 3),
-              _fmt(r["peak_rss_mb"], 0), _fmt(r.get("engine_mb"))] for r in latency],
+            ["cell", "shape", "engine shape", "iters × rounds", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "round spread %",
+             "img/s", "out MP/s", "peak RSS MB", "engine RSS MB", "engine MB", "other CPU %", "steal %"],
+            [[row_label(r), r["shape"], r["engine_shape"], f"{r['iterations']} × {r.get('rounds', 1)}", _fmt(r["min_ms"], 1),
+              _fmt(r["p50_ms"], 1), _fmt(r["p90_ms"], 1), _fmt(r["p99_ms"], 1), _fmt(r["max_ms"], 1), _fmt(r.get("round_spread_pct"), 1),
+              _fmt(r["images_per_s"], 3), _fmt(r["output_mpix_per_s"], 3), _fmt(r["peak_rss_mb"], 0), _fmt(r.get("engine_rss_mb"), 0),
+              _fmt(r.get("engine_mb")), _fmt(r.get("other_cpu_pct"), 1), _fmt(r.get("steal_pct"), 1)] for r in latency],
         ))
         parts.append("")
     skipped = [r for r in doc["rows"] if r.get("kind") in ("skipped", "failed")]
     if skipped:
         parts += ["## Not run here", ""]
-        parts.append(markdown_table(["cell", "status", "reason"], [[_label(r), r["kind"], r["reason"]] for r in skipped]))
+        parts.append(markdown_table(["cell", "status", "reason"], [[row_label(r), r["kind"], r["reason"]] for r in skipped]))
         parts.append("")
     return "\n".join(parts)
+
+
+LATENCY_NOTE = (
+    "Each engine runs in its own process, static for its shape; the rounds of all engines at a shape are interleaved, so "
+    "a slow spell of the machine lands on all of them. Round spread is (slowest − fastest round median) / p50. Peak RSS is "
+    "the worker's high-water mark (Python and torch included); engine RSS is what loading and running the engine added. "
+    "Other CPU % is machine CPU used by other processes while the shape was timed, steal % what the hypervisor took: "
+    "above a few percent, treat the numbers as noisy."
+)
 
 
 def write_report(doc: dict[str, Any], path: Path, main_shape: str, dataset: str) -> None:

@@ -1,29 +1,33 @@
 """Run the benchmark matrix: build each engine, measure quality and latency, collect rows.
 
 Every cell goes through the same code: an engine from `open_engine`, the `Upscaler` for whole
-images, the paper's metrics for quality, the torch FP32 output as the fidelity reference, and
-`measure_latency` on a natural input at each requested shape with a static engine per shape.
+images, the paper's metrics for quality and the torch FP32 output as the fidelity reference.
+Latency uses a static engine per shape, loaded in its own worker process (`bench.worker`) and
+timed in rounds interleaved with every other engine's, on a natural input.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from elan_deploy.bench.latency import LatencyConfig, measure_latency, natural_input, rss_mb
+from elan_deploy.bench.latency import CpuLoad, LatencyConfig, LatencyStats
 from elan_deploy.bench.matrix import Cell, unavailable_reason
+from elan_deploy.bench.worker import LatencyWorker, WorkerFailed, WorkerSpec
 from elan_deploy.datasets import SRDataset
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.imaging import list_images, read_image, to_uint8
 from elan_deploy.metrics import psnr, psnr_y, ssim_y
 from elan_deploy.model.checkpoint import LoadedCheckpoint
 from elan_deploy.results import ResultRow
-from elan_deploy.runtimes import DEFAULT_SHAPES, BuildOptions, EngineCache, ModelSource, ShapeRange, open_engine
+from elan_deploy.runtimes import DEFAULT_SHAPES, BuildOptions, EngineCache, ModelSource, ShapeRange, build_engine, needs_build, open_engine
 from elan_deploy.upscale import Upscaler, round_up
 
 SLOW_TO_PREPARE = {"torch-compile": "compiles for minutes per shape", "int8": "calibration and sensitivity search take minutes"}
@@ -37,7 +41,7 @@ class BenchConfig:
     threads: int | None = None
     quick: bool = False
     work_dir: Path = Path("bench-out")
-    cache: EngineCache | None = None
+    cache: EngineCache = field(default_factory=EngineCache)  # workers load the engines the bench builds here
     onnx: Path | None = None  # an exported FP32 ONNX to use for the default-strategy cells
 
 
@@ -49,10 +53,14 @@ class CellResult:
 
 
 class BenchRunner:
-    def __init__(self, loaded: LoadedCheckpoint, config: BenchConfig, on_step: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedCheckpoint, config: BenchConfig,
+        on_step: Callable[[str], None] | None = None, on_advance: Callable[[], None] | None = None,
+    ) -> None:
         self.loaded = loaded
         self.config = config
         self.on_step = on_step or (lambda message: None)
+        self.on_advance = on_advance or (lambda: None)
         self.sources: dict[tuple[str, str], ModelSource] = {}
         self.reference: dict[str, list[np.ndarray]] = {}  # dataset -> torch fp32 float outputs
         self.reference_latency_out: dict[str, np.ndarray] = {}
@@ -91,29 +99,50 @@ class BenchRunner:
                     return f"--quick skips it ({why})"
         return unavailable_reason(cell)
 
-    def run_cell(self, cell: Cell) -> CellResult:
+    def steps(self, cells: list[Cell]) -> int:
+        """Progress units of `run`: one quality step per cell, one latency step per cell and shape."""
+        return len(cells) * (1 + len(self.config.shapes))
+
+    def run(self, cells: list[Cell]) -> list[CellResult]:
+        """Quality cell by cell, then latency shape by shape with every engine's rounds interleaved."""
+        results = {cell: CellResult(cell, []) for cell in cells}
+        runnable = []
+        for cell in cells:
+            if self._guarded(cell, results[cell], lambda: self._quality_cell(cell, results[cell])):
+                runnable.append(cell)
+            self.on_advance()
+        for shape in self.config.shapes:
+            for cell in cells:
+                if cell not in runnable:
+                    self.on_advance()
+            self._latency_shape(shape, runnable, results)
+        return list(results.values())
+
+    def _guarded(self, cell: Cell, result: CellResult, step: Callable[[], None]) -> bool:
+        """Run one step of a cell; a skip or crash becomes that cell's row, never the whole run's end."""
         if reason := self.skip_reason(cell):
-            return CellResult(cell, [self._row(cell, None, kind="skipped", extra={"reason": reason})])
+            result.rows.append(self._row(cell, None, kind="skipped", extra={"reason": reason}))
+            return False
         try:
-            return self._run_cell(cell)
-        except ElanDeployError as exc:
-            return CellResult(cell, [self._row(cell, None, kind="skipped", extra={"reason": str(exc)})])
+            step()
+        except (ElanDeployError, WorkerFailed) as exc:
+            kind = exc.kind if isinstance(exc, WorkerFailed) else "skipped"
+            result.rows.append(self._row(cell, None, kind=kind, extra={"reason": str(exc)}))
+            return False
         except Exception as exc:  # a runtime crash in one cell must not lose the others
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            return CellResult(cell, [self._row(cell, None, kind="failed", extra={"reason": detail[:300]})])
+            result.rows.append(self._row(cell, None, kind="failed", extra={"reason": detail[:300]}))
+            return False
+        return True
 
-    def _run_cell(self, cell: Cell) -> CellResult:
+    def _quality_cell(self, cell: Cell, result: CellResult) -> None:
+        if cell.runtime == "torch-compile" or not self.config.datasets:
+            return  # torch.compile recompiles per image size: latency only
+        self.on_step(f"{cell.label}: build for quality")
         options = BuildOptions(threads=self.config.threads)
-        result = CellResult(cell, [])
-        if cell.runtime != "torch-compile":
-            self.on_step(f"{cell.label}: build for quality")
-            t0 = time.perf_counter()
-            engine = open_engine(self.source(cell), cell.runtime, cell.precision, DEFAULT_SHAPES, options, self.config.cache)
-            build_s = time.perf_counter() - t0
-            self._quality(cell, engine, result, build_s)
-        for shape in self.config.shapes:
-            self._latency(cell, shape, options, result)
-        return result
+        t0 = time.perf_counter()
+        engine = open_engine(self.source(cell), cell.runtime, cell.precision, DEFAULT_SHAPES, options, self.config.cache)
+        self._quality(cell, engine, result, time.perf_counter() - t0)
 
     def _quality(self, cell: Cell, engine, result: CellResult, build_s: float) -> None:
         upscaler = Upscaler(engine, self.scale, tile=None)
@@ -143,38 +172,108 @@ class BenchRunner:
                           ssim=round(float(np.mean([s[1] for s in scores])), 4), extra=extra)
             )
 
-    def _latency(self, cell: Cell, shape: tuple[int, int, int, int], options: BuildOptions, result: CellResult) -> None:
+    def _latency_shape(self, shape: tuple[int, int, int, int], cells: list[Cell], results: dict[Cell, CellResult]) -> None:
         n, c, h, w = shape
         padded = (n, c, round_up(h), round_up(w))
-        self.on_step(f"{cell.label}: latency {'x'.join(map(str, shape))}")
-        rss_before = rss_mb()
-        t0 = time.perf_counter()
-        engine = open_engine(self.source(cell), cell.runtime, cell.precision, ShapeRange.static(padded), options, self.config.cache)
-        x = natural_input(padded, self._latency_image())
-        first = engine(x)  # compiles lazily for torch.compile; counted as build time
-        build_s = time.perf_counter() - t0
-        stats = measure_latency(engine, x, self.scale, self.config.latency)
+        label = "x".join(map(str, shape))
+        workers: dict[Cell, tuple[LatencyWorker, float, float | None]] = {}
+        for cell in cells:
+            self.on_step(f"{cell.label}: open engine for {label}")
+            opened = self._open_worker(cell, padded, results[cell])
+            if opened is not None:
+                workers[cell] = opened
+        config = self.config.latency
+        rounds: dict[Cell, list[list[float]]] = {cell: [] for cell in workers}
+        load = CpuLoad()
+        load.watch(os.getpid())
+        for worker, _, _ in workers.values():
+            load.watch(worker.pid)
+        for r in range(config.rounds):
+            for cell in list(workers):
+                self.on_step(f"latency {label}: round {r + 1}/{config.rounds}, {cell.label}")
+                time.sleep(config.settle_s)
+                done = rounds[cell]
+                warmup = config.warmup if r == 0 else int(bool(done) and np.median(done[-1]) < 0.5)
+                try:
+                    done.append(workers[cell][0].run(warmup, *config.round_budget()))
+                except WorkerFailed as exc:
+                    self._drop_worker(cell, workers, load, exc, results[cell])
+        peaks = {}
+        for cell in list(workers):
+            load.unwatch(workers[cell][0].pid)
+            try:
+                peaks[cell] = workers[cell][0].stop()
+            except WorkerFailed as exc:
+                self._drop_worker(cell, workers, load, exc, results[cell])
+        load.finish()
+        for cell, (worker, build_s, size_mb) in workers.items():
+            self._latency_row(cell, shape, padded, worker, rounds[cell], build_s, size_mb, peaks[cell], load, results[cell])
+        for _ in cells:
+            self.on_advance()
+
+    def _drop_worker(self, cell: Cell, workers: dict, load: CpuLoad, exc: WorkerFailed, result: CellResult) -> None:
+        load.unwatch(workers.pop(cell)[0].pid)
+        result.rows.append(self._row(cell, None, kind=exc.kind, extra={"reason": str(exc)}))
+
+    def _open_worker(self, cell: Cell, padded: tuple[int, int, int, int], result: CellResult):
+        """Build the static engine here (cached), then let a worker process load and warm it."""
+        build_s, size_mb = 0.0, None
+        source = self.source(cell)
+        options = BuildOptions(threads=self.config.threads)
+
+        def build() -> None:
+            nonlocal build_s, size_mb
+            t0 = time.perf_counter()
+            if needs_build(cell.runtime):
+                folder = build_engine(source, cell.runtime, cell.precision, ShapeRange.static(padded), options, self.config.cache)
+                size_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+            build_s = time.perf_counter() - t0
+
+        if not self._guarded(cell, result, build):
+            return None
+        spec = WorkerSpec(
+            checkpoint=self.loaded.path, scale=self.scale, runtime=cell.runtime, precision=cell.precision,
+            shift=cell.shift, attention=cell.attention, shape=padded, threads=self.config.threads,
+            cache_dir=self.config.cache.root, onnx=source.onnx, work_dir=source.work_dir,
+        )
+        worker = None
+
+        def start() -> None:
+            nonlocal worker
+            worker = LatencyWorker(spec)
+
+        if not self._guarded(cell, result, start):
+            return None
+        return worker, build_s + worker.ready.open_s, size_mb
+
+    def _latency_row(self, cell, shape, padded, worker: LatencyWorker, rounds, build_s, size_mb, peak_mb, load: CpuLoad, result) -> None:
+        stats = LatencyStats.from_rounds(rounds, padded, self.scale)
         key = "x".join(map(str, padded))
+        first = worker.ready.first_output
         fidelity: float | str | None = None
         if (cell.runtime, cell.precision) == ("torch", "fp32"):
             self.reference_latency_out[key] = first
         elif key in self.reference_latency_out:
             value = psnr(first, self.reference_latency_out[key])
             fidelity = round(value, 2) if np.isfinite(value) else "inf"
-        engine_dir = engine.info.details.get("engine")
-        size_mb = sum(p.stat().st_size for p in Path(engine_dir).rglob("*") if p.is_file()) / 2**20 if engine_dir else None
         extra = {
             **stats.to_json(), "shape": "x".join(map(str, shape)), "engine_shape": key, "build_s": round(build_s, 2),
-            "peak_rss_delta_mb": round(stats.peak_rss_mb - rss_before, 1),
+            "peak_rss_mb": round(peak_mb, 1), "engine_rss_mb": round(peak_mb - worker.ready.rss_before_open_mb, 1),
+            "other_cpu_pct": load.other_pct, "steal_pct": load.steal_pct, "loadavg_1m": load.loadavg_1m,
         }
+        extra = {k: v for k, v in extra.items() if v is not None}
         if size_mb is not None:
             extra["engine_mb"] = round(size_mb, 2)
         if fidelity is not None:
             extra["latency_input_fidelity_psnr"] = fidelity
-        result.rows.append(self._row(cell, engine, kind="latency", extra=extra))
+        result.rows.append(self._row(cell, _InfoOnly(worker.ready.info), kind="latency", extra=extra))
 
-    def _latency_image(self) -> np.ndarray:
-        return latency_image()
+
+@dataclass(frozen=True)
+class _InfoOnly:
+    """What `_row` reads of an engine, for engines that live in a worker process."""
+
+    info: Any
 
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "calibration" / "samples"

@@ -7,9 +7,12 @@ import json
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
-from elan_deploy.bench.compare import find_regressions
+import numpy as np
+
+from elan_deploy.bench.compare import find_regressions, latency_changes
 from elan_deploy.bench.latency import LatencyConfig
 from elan_deploy.bench.matrix import build_matrix
 from elan_deploy.bench.report import summary_rows, write_crops, write_report, write_scatter
@@ -51,26 +54,32 @@ def run_bench(args: argparse.Namespace) -> int:
         check_onnx_matches(args.onnx, loaded.config.scale)
     names = _split(args.dataset) or ["Set5"]
     shapes = [parse_lr_shape(s) for s in (_split(args.shapes) or (["1x3x64x64"] if args.quick else ["1x3x180x320", "1x3x64x64"]))]
-    latency = LatencyConfig(warmup=args.warmup, min_iters=args.iters, max_iters=max(args.iters, args.max_iters), time_budget_s=args.time_budget)
-    if args.quick:
-        latency = LatencyConfig(warmup=1, min_iters=2, max_iters=3, time_budget_s=1.0)
-    datasets = [load_dataset(name, loaded.config.scale, args.data_root) for name in names]
-    config = BenchConfig(
-        shapes=shapes, datasets=datasets, latency=latency, threads=args.threads or os.cpu_count(), quick=args.quick,
-        work_dir=out, onnx=args.onnx, cache=None if args.no_cache else EngineCache(args.cache_dir or default_cache_dir()),
+    if min(args.rounds, args.iters, args.max_iters) < 1 or args.warmup < 0:
+        raise ElanDeployError("--rounds, --iters and --max-iters must be at least 1 and --warmup at least 0")
+    latency = LatencyConfig(
+        warmup=args.warmup, min_iters=args.iters, max_iters=max(args.iters, args.max_iters),
+        time_budget_s=args.time_budget, rounds=args.rounds,
     )
+    if args.quick:
+        latency = LatencyConfig(warmup=1, min_iters=2, max_iters=3, time_budget_s=1.0, rounds=1)
+    datasets = [load_dataset(name, loaded.config.scale, args.data_root) for name in names]
     cells = build_matrix(_split(args.runtime), _split(args.precision), strategies=args.strategies == "all")
     if not cells:
         raise ElanDeployError("the --runtime/--precision filters select no cell; see `elan-deploy bench --help`")
     if not any((c.runtime, c.precision) == ("torch", "fp32") for c in cells):
         cells = build_matrix(["torch"], ["fp32"]) + cells  # the fidelity reference always runs
-    results = []
-    with progress() as bar:
-        task = bar.add_task("bench", total=len(cells))
-        runner = BenchRunner(loaded, config, on_step=lambda message: bar.update(task, description=message))
-        for cell in cells:
-            results.append(runner.run_cell(cell))
-            bar.advance(task)
+    with tempfile.TemporaryDirectory(prefix="elan-deploy-bench-") as scratch:
+        cache_dir = Path(scratch) if args.no_cache else (args.cache_dir or default_cache_dir())
+        config = BenchConfig(
+            shapes=shapes, datasets=datasets, latency=latency, threads=args.threads or os.cpu_count(), quick=args.quick,
+            work_dir=out, onnx=args.onnx, cache=EngineCache(cache_dir),
+        )
+        with progress() as bar:
+            runner = BenchRunner(loaded, config)
+            task = bar.add_task("bench", total=runner.steps(cells))
+            runner.on_step = lambda message: bar.update(task, description=message)
+            runner.on_advance = lambda: bar.advance(task)
+            results = runner.run(cells)
     doc = results_document([row for r in results for row in r.rows])
     doc["command"] = "elan-deploy " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("elan-deploy") else "elan-deploy bench"
     main_shape = "x".join(map(str, shapes[0]))
@@ -82,12 +91,20 @@ def run_bench(args: argparse.Namespace) -> int:
     _print_summary(doc, main_shape, headline)
     if plot_note:
         stderr.print(f"plot skipped: {plot_note}", markup=False)
+    if warning := unsteady_machine_warning(doc):
+        stderr.print(warning, markup=False)
     stderr.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, plots in {out}")
     if args.compare:
         try:
             old = json.loads(Path(args.compare).read_text())
         except (OSError, ValueError) as exc:
             raise ElanDeployError(f"cannot read --compare file '{args.compare}': {exc}") from None
+        changes = latency_changes(old, doc)
+        print_table(
+            f"p50 against {args.compare}", ("cell", "shape", "old p50 ms", "new p50 ms", "change", "old min ms", "new min ms"),
+            [(c.cell, c.shape, _num(c.old_p50_ms, 1), _num(c.new_p50_ms, 1), f"{c.change_pct:+.1f} %", _num(c.old_min_ms, 1),
+              _num(c.new_min_ms, 1)) for c in changes],
+        )
         regressions = find_regressions(old, doc)
         for r in regressions:
             stderr.print(f"regression {r}", markup=False)
@@ -109,6 +126,33 @@ def _print_summary(doc: dict, main_shape: str, dataset: str) -> None:
     skipped = [r for r in doc["rows"] if r.get("kind") in ("skipped", "failed")]
     if skipped:
         print_table("not run here", ("cell", "status", "reason"), [(f"{r['runtime']} {r['precision']}", r["kind"], r["reason"]) for r in skipped])
+
+
+BUSY_OTHER_CPU_PCT = 10.0
+BUSY_STEAL_PCT = 5.0
+UNSTEADY_ROUND_SPREAD_PCT = 25.0
+
+
+def unsteady_machine_warning(doc: dict) -> str | None:
+    """A one-line warning when the machine's speed moved while latency was timed, and why if known.
+
+    Other processes and hypervisor steal are measured directly. A large spread between rounds with
+    neither means the host itself changed speed (on shared VMs, typically where it placed the
+    vCPUs): multi-threaded latency then moves between runs, single-threaded latency much less.
+    """
+    latency = [r for r in doc["rows"] if r.get("kind") == "latency"]
+    if not latency:
+        return None
+    other = max(r.get("other_cpu_pct", 0.0) for r in latency)
+    steal = max(r.get("steal_pct", 0.0) for r in latency)
+    spread = float(np.median([r.get("round_spread_pct", 0.0) for r in latency]))
+    if other > BUSY_OTHER_CPU_PCT or steal > BUSY_STEAL_PCT:
+        return (f"warning: the machine was busy while latency was timed (other processes up to {other:.0f} % CPU, "
+                f"steal up to {steal:.0f} %); latency numbers are noisy, rerun on a quiet machine")
+    if spread > UNSTEADY_ROUND_SPREAD_PCT:
+        return (f"warning: latency moved by {spread:.0f} % between rounds (median over cells) with no other load; the host "
+                f"changed speed during the run. Compare cells within this run; for run-to-run comparisons use --threads 1")
+    return None
 
 
 def _num(value, digits: int, suffix: str = "") -> str:
@@ -151,11 +195,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=5, help="minimum timed runs per shape [5]")
     p.add_argument("--max-iters", type=int, default=50, help="maximum timed runs per shape [50]")
     p.add_argument("--time-budget", type=float, default=10.0, help="keep timing until this many seconds have passed [10]")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds that share the iterations and time budget [5]")
     p.add_argument("--threads", type=int, help="threads for every runtime [all cores]")
     p.add_argument("--quick", action="store_true", help="smoke run: 1x3x64x64, few iterations, skips torch.compile and int8")
     p.add_argument("--output", type=Path, default=Path("bench-out"), help="folder for results.json, report.md and plots [bench-out]")
     p.add_argument("--compare", type=Path, help="earlier results.json: flag regressions (exit 1 if any)")
     p.add_argument("--onnx", type=Path, help="exported FP32 ONNX for the default-strategy cells [export the model]")
     p.add_argument("--cache-dir", type=Path, help="engine cache folder")
-    p.add_argument("--no-cache", action="store_true", help="do not use the engine cache")
+    p.add_argument("--no-cache", action="store_true", help="build every engine afresh into a scratch folder removed afterwards")
     p.set_defaults(handler=run_bench)

@@ -34,7 +34,7 @@ RUNTIME_NAMES = tuple(_RUNTIMES)
 
 __all__ = [
     "DEFAULT_SHAPES", "RUNTIME_NAMES", "BuildOptions", "Engine", "EngineCache", "EngineInfo", "ModelSource",
-    "Precision", "ShapeRange", "build_engine", "get_runtime", "open_engine",
+    "Precision", "ShapeRange", "build_engine", "get_runtime", "is_available", "needs_build", "open_engine",
 ]
 
 
@@ -92,6 +92,11 @@ def open_engine(
     engine.info.details.setdefault("engine", str(folder))
     engine.info.details.setdefault("shapes", str(shapes))
     return engine
+
+
+def needs_build(runtime_name: str) -> bool:
+    """False for runtimes that run the checkpoint directly (torch, torch-compile)."""
+    return getattr(get_runtime(runtime_name), "needs_build", True)
 
 
 def is_available(runtime_name: str) -> str | None:

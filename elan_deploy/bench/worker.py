@@ -1,0 +1,170 @@
+"""One process per engine for latency: isolated memory, isolated thread pools, interleaved rounds.
+
+Timing every engine in the bench process would let one runtime's thread pool (OpenMP, TBB,
+ONNX Runtime's spinning workers) and heap disturb the next, and would make "peak memory" the
+sum of everything loaded so far. A worker process holds one engine at one shape; the parent
+asks each worker in turn for a short round of timed runs, so slow drifts of a shared machine
+land on every engine alike instead of on whichever happened to run last. Workers come from a
+forkserver that has already imported torch, so starting one costs a fork, not an import.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import multiprocessing.connection
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from elan_deploy.bench.latency import natural_input, peak_rss_mb, reset_peak_rss, rss_mb
+from elan_deploy.errors import ElanDeployError
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to open one engine; plain values so it pickles."""
+
+    checkpoint: Path
+    scale: int
+    runtime: str
+    precision: str
+    shift: str
+    attention: str
+    shape: tuple[int, int, int, int]  # padded NCHW the engine is static for
+    threads: int | None
+    cache_dir: Path
+    onnx: Path | None  # the ONNX the user gave, if any (it keys the engine cache)
+    work_dir: Path | None  # where the parent exported its ONNX
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    open_s: float  # engine load plus the first call (torch.compile compiles here)
+    first_output: np.ndarray
+    info: Any  # EngineInfo
+    rss_before_open_mb: float
+
+
+class WorkerFailed(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # "skipped" (an ElanDeployError: a known limit) or "failed" (a crash)
+
+
+def _open(spec: WorkerSpec):
+    from elan_deploy.model.checkpoint import load_checkpoint
+    from elan_deploy.runtimes import BuildOptions, EngineCache, ModelSource, ShapeRange, open_engine
+
+    loaded = load_checkpoint(spec.checkpoint, scale=spec.scale)
+    source = ModelSource(loaded, shift=spec.shift, attention=spec.attention, onnx=spec.onnx, work_dir=spec.work_dir)
+    options = BuildOptions(threads=spec.threads)
+    return open_engine(source, spec.runtime, spec.precision, ShapeRange.static(spec.shape), options, EngineCache(spec.cache_dir))
+
+
+def _serve(conn: mp.connection.Connection, spec: WorkerSpec) -> None:
+    from elan_deploy.bench.runner import latency_image
+
+    reset_peak_rss()
+    rss_before = rss_mb()
+    t0 = time.perf_counter()
+    engine = _open(spec)
+    x = natural_input(spec.shape, latency_image())
+    first = engine(x)
+    conn.send(("ready", WorkerReady(time.perf_counter() - t0, first, engine.info, rss_before)))
+    while True:
+        command, *args = conn.recv()
+        if command == "run":
+            warmup, min_iters, max_iters, seconds = args
+            for _ in range(warmup):
+                engine(x)
+            times: list[float] = []
+            start = time.perf_counter()
+            while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() - start < seconds):
+                t = time.perf_counter()
+                engine(x)
+                times.append(time.perf_counter() - t)
+            conn.send(("times", times))
+        elif command == "stop":
+            conn.send(("peak", peak_rss_mb()))
+            return
+
+
+def worker_main(conn: mp.connection.Connection, spec: WorkerSpec) -> None:
+    try:
+        _serve(conn, spec)
+    except ElanDeployError as exc:
+        conn.send(("skipped", str(exc)))
+    except BaseException as exc:  # report any crash to the parent rather than dying silently
+        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        conn.send(("failed", detail[:300]))
+    finally:
+        conn.close()
+
+
+def _context() -> mp.context.BaseContext:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["elan_deploy.bench.worker", "elan_deploy.runtimes"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+class LatencyWorker:
+    """The parent's handle on one worker process."""
+
+    def __init__(self, spec: WorkerSpec, ready_timeout_s: float = 3600.0) -> None:
+        self.spec = spec
+        context = _context()
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=worker_main, args=(child, spec), daemon=True)
+        self._process.start()
+        child.close()
+        self.pid = self._process.pid
+        self.ready: WorkerReady = self._expect("ready", ready_timeout_s)
+
+    def _expect(self, tag: str, timeout_s: float) -> Any:
+        if not self._conn.poll(timeout_s):
+            self.close()
+            raise WorkerFailed("failed", f"latency worker gave no answer within {timeout_s:.0f} s")
+        try:
+            got, payload = self._conn.recv()
+        except (EOFError, OSError):
+            self.close()
+            raise self._died() from None
+        if got in ("skipped", "failed"):
+            self.close()
+            raise WorkerFailed(got, payload)
+        assert got == tag, (got, tag)
+        return payload
+
+    def _send(self, *message: object) -> None:
+        try:
+            self._conn.send(message)
+        except OSError:
+            self.close()
+            raise self._died() from None
+
+    def _died(self) -> WorkerFailed:
+        return WorkerFailed("failed", f"latency worker died (exit code {self._process.exitcode}); out of memory?")
+
+    def run(self, warmup: int, min_iters: int, max_iters: int, seconds: float) -> list[float]:
+        self._send("run", warmup, min_iters, max_iters, seconds)
+        return self._expect("times", 3600.0)
+
+    def stop(self) -> float:
+        """Ends the worker; returns its peak RSS in MiB."""
+        self._send("stop")
+        peak = self._expect("peak", 60.0)
+        self.close()
+        return peak
+
+    def close(self) -> None:
+        self._conn.close()
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
