@@ -14,9 +14,9 @@ import pytest
 
 from elan_deploy.bench.compare import find_regressions, latency_changes
 from elan_deploy.bench.latency import CpuLoad, LatencyStats
+from elan_deploy.bench.report import unsteady_machine_warning
 from elan_deploy.bench.worker import LatencyWorker, WorkerFailed, WorkerSpec
 from elan_deploy.cli import main
-from elan_deploy.commands.bench_cmd import unsteady_machine_warning
 from elan_deploy.results import SCHEMA_FILE
 
 
@@ -145,3 +145,12 @@ def test_a_worker_that_dies_mid_run_is_reported_not_fatal(tmp_path: Path, bundle
     os.kill(worker.pid, 9)
     with pytest.raises(WorkerFailed, match="died"):
         worker.run(0, 1, 1, 0.0)
+
+
+def test_no_cache_leaves_no_engine_behind(tmp_path: Path, exported_onnx: Path) -> None:
+    command = [sys.executable, "-m", "elan_deploy.cli", "build", "--runtime", "onnxruntime", "--shapes", "1x3x16x16",
+               "--onnx", str(exported_onnx), "--no-cache"]
+    done = subprocess.run(command, env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "removed on exit" in done.stdout
+    assert not list(tmp_path.glob("elan-deploy-*"))

@@ -47,6 +47,33 @@ def summary_rows(doc: dict[str, Any], main_shape: str, dataset: str) -> list[dic
     return out
 
 
+BUSY_OTHER_CPU_PCT = 10.0
+BUSY_STEAL_PCT = 5.0
+UNSTEADY_ROUND_SPREAD_PCT = 25.0
+
+
+def unsteady_machine_warning(doc: dict) -> str | None:
+    """A one-line warning when the machine's speed moved while latency was timed, and why if known.
+
+    Other processes and hypervisor steal are measured directly. A large spread between rounds with
+    neither means the host itself changed speed (on shared VMs, typically where it placed the
+    vCPUs): multi-threaded latency then moves between runs, single-threaded latency much less.
+    """
+    latency = [r for r in doc["rows"] if r.get("kind") == "latency"]
+    if not latency:
+        return None
+    other = max(r.get("other_cpu_pct", 0.0) for r in latency)
+    steal = max(r.get("steal_pct", 0.0) for r in latency)
+    spread = float(np.median([r.get("round_spread_pct", 0.0) for r in latency]))
+    if other > BUSY_OTHER_CPU_PCT or steal > BUSY_STEAL_PCT:
+        return (f"warning: the machine was busy while latency was timed (other processes up to {other:.0f} % CPU, "
+                f"steal up to {steal:.0f} %); latency numbers are noisy, rerun on a quiet machine")
+    if spread > UNSTEADY_ROUND_SPREAD_PCT:
+        return (f"warning: latency moved by {spread:.0f} % between rounds (median over cells) with no other load; the host "
+                f"changed speed during the run. Compare cells within this run; for run-to-run comparisons use --threads 1")
+    return None
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "–"
@@ -69,6 +96,7 @@ def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m.get('isa', [])) or 'no SIMD flags read'}); {m['os']}; "
         f"Python {m['python']}, torch {m['torch']}, elan-deploy {m['elan_deploy']}. Command: `{doc.get('command', 'elan-deploy bench')}`.",
         "",
+        *([f"**{warning}**", ""] if (warning := unsteady_machine_warning(doc)) else []),
         f"## Summary at {main_shape} (latency) and {dataset} (quality)",
         "",
         "Speed-ups are p50 ratios measured in this run. Δ dB is Y-PSNR against the torch FP32 row; fidelity is the PSNR "

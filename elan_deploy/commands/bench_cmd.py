@@ -7,17 +7,14 @@ import json
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
-
-import numpy as np
 
 from elan_deploy.bench.compare import find_regressions, latency_changes
 from elan_deploy.bench.latency import LatencyConfig
 from elan_deploy.bench.matrix import build_matrix
-from elan_deploy.bench.report import summary_rows, write_crops, write_report, write_scatter
+from elan_deploy.bench.report import summary_rows, unsteady_machine_warning, write_crops, write_report, write_scatter
 from elan_deploy.bench.runner import BenchConfig, BenchRunner
-from elan_deploy.commands.common import add_model_args, check_onnx_matches
+from elan_deploy.commands.common import add_model_args, check_onnx_matches, scratch_dir
 from elan_deploy.console import print_table, progress, stderr
 from elan_deploy.datasets import load_dataset
 from elan_deploy.errors import ElanDeployError
@@ -68,18 +65,17 @@ def run_bench(args: argparse.Namespace) -> int:
         raise ElanDeployError("the --runtime/--precision filters select no cell; see `elan-deploy bench --help`")
     if not any((c.runtime, c.precision) == ("torch", "fp32") for c in cells):
         cells = build_matrix(["torch"], ["fp32"]) + cells  # the fidelity reference always runs
-    with tempfile.TemporaryDirectory(prefix="elan-deploy-bench-") as scratch:
-        cache_dir = Path(scratch) if args.no_cache else (args.cache_dir or default_cache_dir())
-        config = BenchConfig(
-            shapes=shapes, datasets=datasets, latency=latency, threads=args.threads or os.cpu_count(), quick=args.quick,
-            work_dir=out, onnx=args.onnx, cache=EngineCache(cache_dir),
-        )
-        with progress() as bar:
-            runner = BenchRunner(loaded, config)
-            task = bar.add_task("bench", total=runner.steps(cells))
-            runner.on_step = lambda message: bar.update(task, description=message)
-            runner.on_advance = lambda: bar.advance(task)
-            results = runner.run(cells)
+    cache_dir = scratch_dir() / "engines" if args.no_cache else args.cache_dir or default_cache_dir()
+    config = BenchConfig(
+        shapes=shapes, datasets=datasets, latency=latency, threads=args.threads or os.cpu_count(), quick=args.quick,
+        work_dir=out, onnx=args.onnx, cache=EngineCache(cache_dir),
+    )
+    with progress() as bar:
+        runner = BenchRunner(loaded, config)
+        task = bar.add_task("bench", total=runner.steps(cells))
+        runner.on_step = lambda message: bar.update(task, description=message)
+        runner.on_advance = lambda: bar.advance(task)
+        results = runner.run(cells)
     doc = results_document([row for r in results for row in r.rows])
     doc["command"] = "elan-deploy " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("elan-deploy") else "elan-deploy bench"
     main_shape = "x".join(map(str, shapes[0]))
@@ -126,33 +122,6 @@ def _print_summary(doc: dict, main_shape: str, dataset: str) -> None:
     skipped = [r for r in doc["rows"] if r.get("kind") in ("skipped", "failed")]
     if skipped:
         print_table("not run here", ("cell", "status", "reason"), [(f"{r['runtime']} {r['precision']}", r["kind"], r["reason"]) for r in skipped])
-
-
-BUSY_OTHER_CPU_PCT = 10.0
-BUSY_STEAL_PCT = 5.0
-UNSTEADY_ROUND_SPREAD_PCT = 25.0
-
-
-def unsteady_machine_warning(doc: dict) -> str | None:
-    """A one-line warning when the machine's speed moved while latency was timed, and why if known.
-
-    Other processes and hypervisor steal are measured directly. A large spread between rounds with
-    neither means the host itself changed speed (on shared VMs, typically where it placed the
-    vCPUs): multi-threaded latency then moves between runs, single-threaded latency much less.
-    """
-    latency = [r for r in doc["rows"] if r.get("kind") == "latency"]
-    if not latency:
-        return None
-    other = max(r.get("other_cpu_pct", 0.0) for r in latency)
-    steal = max(r.get("steal_pct", 0.0) for r in latency)
-    spread = float(np.median([r.get("round_spread_pct", 0.0) for r in latency]))
-    if other > BUSY_OTHER_CPU_PCT or steal > BUSY_STEAL_PCT:
-        return (f"warning: the machine was busy while latency was timed (other processes up to {other:.0f} % CPU, "
-                f"steal up to {steal:.0f} %); latency numbers are noisy, rerun on a quiet machine")
-    if spread > UNSTEADY_ROUND_SPREAD_PCT:
-        return (f"warning: latency moved by {spread:.0f} % between rounds (median over cells) with no other load; the host "
-                f"changed speed during the run. Compare cells within this run; for run-to-run comparisons use --threads 1")
-    return None
 
 
 def _num(value, digits: int, suffix: str = "") -> str:
@@ -202,5 +171,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", type=Path, help="earlier results.json: flag regressions (exit 1 if any)")
     p.add_argument("--onnx", type=Path, help="exported FP32 ONNX for the default-strategy cells [export the model]")
     p.add_argument("--cache-dir", type=Path, help="engine cache folder")
-    p.add_argument("--no-cache", action="store_true", help="build every engine afresh into a scratch folder removed afterwards")
+    p.add_argument("--no-cache", action="store_true", help="ignore the cache: build every engine into a scratch folder removed on exit")
     p.set_defaults(handler=run_bench)

@@ -22,6 +22,8 @@ def run_build(args: argparse.Namespace) -> int:
         with atomic_path(args.output, directory=True) as tmp:
             shutil.copytree(folder, tmp, dirs_exist_ok=True)
         folder = str(args.output)
+    elif args.no_cache and folder:
+        folder += " (scratch: removed on exit; --output keeps a copy)"
     print_table(
         "engine",
         ("runtime", "version", "precision", "precision used", "threads", "shapes", "build+load s", "engine"),

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
+
+
+def scratch_dir() -> Path:
+    """A private folder for `--no-cache` builds, removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix="elan-deploy-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +33,7 @@ def add_engine_args(parser: argparse.ArgumentParser, default_runtime: str = "onn
     parser.add_argument("--attention", default="shared", help="attention export strategy [shared]")
     parser.add_argument("--threads", type=int, help="inference threads [runtime default]")
     parser.add_argument("--cache-dir", type=Path, help="engine cache folder [$ELAN_DEPLOY_CACHE or ~/.cache/elan-deploy]")
-    parser.add_argument("--no-cache", action="store_true", help="build into a temporary folder, ignore the cache")
+    parser.add_argument("--no-cache", action="store_true", help="ignore the cache: build into a scratch folder removed on exit")
 
 
 def engine_from_args(args: argparse.Namespace):
@@ -33,16 +43,12 @@ def engine_from_args(args: argparse.Namespace):
     from elan_deploy.runtimes.cache import default_cache_dir
 
     loaded = load_model(args.model, args.scale)
-    cache_root = args.cache_dir or default_cache_dir()
-    source = ModelSource(
-        loaded, shift=args.shift, attention=args.attention, onnx=args.onnx,
-        work_dir=None if args.no_cache else cache_root.parent / "onnx",
-    )
+    cache_root = scratch_dir() / "engines" if args.no_cache else args.cache_dir or default_cache_dir()
+    source = ModelSource(loaded, shift=args.shift, attention=args.attention, onnx=args.onnx, work_dir=cache_root.parent / "onnx")
     if args.onnx is not None:
         check_onnx_matches(args.onnx, loaded.config.scale)
     shapes = ShapeRange.parse(args.shapes) if args.shapes else DEFAULT_SHAPES
-    cache = None if args.no_cache else EngineCache(cache_root)
-    engine = open_engine(source, args.runtime, args.precision, shapes, BuildOptions(threads=args.threads), cache)
+    engine = open_engine(source, args.runtime, args.precision, shapes, BuildOptions(threads=args.threads), EngineCache(cache_root))
     return source, engine, shapes
 
 
