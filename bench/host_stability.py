@@ -44,7 +44,8 @@ def windows(run, seconds: float) -> list[float]:
 
 
 def _core_probe(core: int, seconds: float, queue) -> None:
-    os.sched_setaffinity(0, {core})
+    if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the OS spreads the processes itself
+        os.sched_setaffinity(0, {core})
     a = np.random.default_rng(0).random((128, 128), dtype=np.float32)
     queue.put((core, windows(lambda: [a @ a for _ in range(100)], seconds)))
 
@@ -55,10 +56,11 @@ def core_probe(seconds: float) -> dict[int, list[float]]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     context = mp.get_context("spawn")
     queue = context.Queue()
-    procs = [context.Process(target=_core_probe, args=(core, seconds, queue)) for core in sorted(os.sched_getaffinity(0))]
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    procs = [context.Process(target=_core_probe, args=(core, seconds, queue)) for core in cores]
     for p in procs:
         p.start()
-    results = dict(queue.get() for _ in procs)
+    results = dict(queue.get(timeout=seconds + 120) for _ in procs)
     for p in procs:
         p.join()
     return results

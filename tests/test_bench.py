@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from elan_deploy.bench.compare import find_regressions, latency_changes
-from elan_deploy.bench.latency import CpuLoad, LatencyStats
+from elan_deploy.bench.latency import CpuLoad, LatencyConfig, LatencyStats
 from elan_deploy.bench.report import unsteady_machine_warning
 from elan_deploy.bench.worker import LatencyWorker, WorkerFailed, WorkerSpec
 from elan_deploy.cli import main
@@ -47,7 +47,7 @@ def test_rows_carry_what_produced_them(tiny_bench: Path) -> None:
     assert all(r["shape"] == "1x3x24x40" and r["engine_shape"] == "1x3x32x48" for r in latency)
     assert all(r["threads"] and r["precision_used"] and r["runtime_version"] for r in latency)
     assert all(r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"] for r in latency)
-    assert all(r["rounds"] == 2 and r["iterations"] >= 2 for r in latency)
+    assert all(r["rounds"] == 2 and r["iterations"] >= 2 and r["iterations"] % 2 == 0 for r in latency)  # rounds weigh alike
     assert all(0 <= r["engine_rss_mb"] < r["peak_rss_mb"] for r in latency)  # measured in the engine's own process
     quality = {(r["runtime"], r["precision"]): r for r in doc["rows"] if r["kind"] == "quality"}
     assert quality["onnxruntime", "fp32"]["fidelity_psnr"] >= 50
@@ -88,6 +88,15 @@ def test_compare_lists_every_latency_change(tiny_bench: Path) -> None:
     assert find_regressions(doc, slower) == []  # within the 10 % tolerance
 
 
+def test_round_budgets_keep_the_minimum_and_split_the_rest() -> None:
+    assert LatencyConfig(min_iters=7, max_iters=7, rounds=5, time_budget_s=10).round_budget() == (2, 2, 2.0)
+    assert LatencyConfig(min_iters=5, max_iters=50, rounds=5).round_budget() == (1, 10, 2.0)
+    with pytest.raises(ValueError):
+        LatencyConfig(rounds=0)
+    with pytest.raises(ValueError):
+        LatencyConfig(min_iters=10, max_iters=5)
+
+
 def test_latency_stats_pool_rounds_and_report_their_spread() -> None:
     stats = LatencyStats.from_rounds([[0.10, 0.10, 0.10], [0.12, 0.12, 0.12]], (1, 3, 16, 16), scale=4)
     assert stats.iterations == 6 and stats.rounds == 2
@@ -116,12 +125,13 @@ def test_a_worker_that_cannot_open_its_engine_reports_why(tmp_path: Path, bundle
     )
     with pytest.raises(WorkerFailed) as failure:
         LatencyWorker(spec)
-    assert failure.value.kind in ("skipped", "failed") and str(failure.value)
+    assert failure.value.kind == "failed" and "model.onnx" in str(failure.value)  # the runtime's own error, not a timeout
 
 
 def test_a_busy_or_unsteady_machine_is_called_out(tiny_bench: Path) -> None:
     doc = json.loads((tiny_bench / "results.json").read_text())
-    assert all("other_cpu_pct" in r for r in doc["rows"] if r["kind"] == "latency")
+    if Path("/proc/stat").exists():
+        assert all("other_cpu_pct" in r for r in doc["rows"] if r["kind"] == "latency")
     quiet = json.loads(json.dumps(doc))
     latency = [r for r in quiet["rows"] if r["kind"] == "latency"]
     for row in latency:

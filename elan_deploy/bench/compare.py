@@ -25,6 +25,8 @@ def _key(row: dict[str, Any]) -> tuple:
 
 @dataclass(frozen=True)
 class LatencyChange:
+    """One latency cell in two runs: what `--compare` prints for every cell, regression or not."""
+
     cell: str
     shape: str
     old_p50_ms: float

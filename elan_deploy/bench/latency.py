@@ -17,7 +17,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    """Per engine and shape: `rounds` interleaved rounds share the iteration and time budgets."""
+    """Per engine and shape: `rounds` interleaved rounds share the iteration and time budgets.
+
+    The first round runs until its share of `time_budget_s` (within its share of the iteration
+    limits); every later round then runs exactly as many iterations, so each round weighs the
+    same in the pooled percentiles whether the machine was in a fast or a slow spell.
+    """
 
     warmup: int = 1
     min_iters: int = 5
@@ -25,10 +30,16 @@ class LatencyConfig:
     time_budget_s: float = 10.0
     rounds: int = 5
     settle_s: float = 0.25  # pause before each engine's turn so the previous one's threads go idle
+    rewarm_below_s: float = 0.5  # engines faster than this re-warm once per round (caches, thread wake-up)
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.min_iters < 1 or self.max_iters < self.min_iters or self.warmup < 0:
+            raise ValueError("LatencyConfig needs rounds >= 1, 1 <= min_iters <= max_iters and warmup >= 0")
 
     def round_budget(self) -> tuple[int, int, float]:
-        """(min iterations, max iterations, seconds) for one round."""
-        return (-(-self.min_iters // self.rounds), max(1, self.max_iters // self.rounds), self.time_budget_s / self.rounds)
+        """(min iterations, max iterations, seconds) for the first round; min wins over max."""
+        least = -(-self.min_iters // self.rounds)
+        return least, max(least, self.max_iters // self.rounds), self.time_budget_s / self.rounds
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,10 @@ class LatencyStats:
 
     @classmethod
     def from_rounds(cls, rounds: list[list[float]], shape: tuple[int, int, int, int], scale: int) -> LatencyStats:
+        """Pooled statistics of per-round times in seconds; `shape` is the useful (unpadded) input."""
         ms = np.array([t for r in rounds for t in r]) * 1e3
+        if ms.size == 0:
+            raise ValueError("no timed runs")
         medians = [float(np.median(r)) * 1e3 for r in rounds if r]
         p50 = float(np.percentile(ms, 50))
         n, _, h, w = shape
@@ -64,6 +78,15 @@ class LatencyStats:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
+def _ru_maxrss_mb() -> float:
+    """Peak RSS from getrusage: KiB on Linux, bytes on macOS."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 def _status_mb(field: str) -> float | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -75,12 +98,9 @@ def _status_mb(field: str) -> float | None:
 
 
 def rss_mb() -> float:
+    """Current RSS (Linux); elsewhere the peak so far, the closest figure without extra packages."""
     value = _status_mb("VmRSS")
-    if value is None:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return value
+    return _ru_maxrss_mb() if value is None else value
 
 
 def reset_peak_rss() -> None:
@@ -94,11 +114,7 @@ def reset_peak_rss() -> None:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process since `reset_peak_rss` (the kernel's high-water mark)."""
     value = _status_mb("VmHWM")
-    if value is None:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
-    return value
+    return _ru_maxrss_mb() if value is None else value
 
 
 def _system_jiffies() -> tuple[int, int, int] | None:
@@ -134,7 +150,7 @@ class CpuLoad:
         self._own_total = 0
         self.other_pct: float | None = None
         self.steal_pct: float | None = None
-        self.loadavg_1m: float | None = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        self.loadavg_1m: float | None = None
 
     def watch(self, pid: int) -> None:
         if (jiffies := _process_jiffies(pid)) is not None:
@@ -150,6 +166,8 @@ class CpuLoad:
     def finish(self) -> CpuLoad:
         for pid in list(self._own_start):
             self.unwatch(pid)
+        if hasattr(os, "getloadavg"):
+            self.loadavg_1m = round(os.getloadavg()[0], 2)
         end = _system_jiffies()
         if self._start is None or end is None or end[2] <= self._start[2]:
             return self

@@ -137,7 +137,9 @@ def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
     skipped = [r for r in doc["rows"] if r.get("kind") in ("skipped", "failed")]
     if skipped:
         parts += ["## Not run here", ""]
-        parts.append(markdown_table(["cell", "status", "reason"], [[row_label(r), r["kind"], r["reason"]] for r in skipped]))
+        parts.append(markdown_table(
+            ["cell", "shape", "status", "reason"], [[row_label(r), r.get("shape", "all"), r["kind"], r["reason"]] for r in skipped],
+        ))
         parts.append("")
     return "\n".join(parts)
 

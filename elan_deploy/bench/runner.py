@@ -118,20 +118,21 @@ class BenchRunner:
             self._latency_shape(shape, runnable, results)
         return list(results.values())
 
-    def _guarded(self, cell: Cell, result: CellResult, step: Callable[[], None]) -> bool:
+    def _guarded(self, cell: Cell, result: CellResult, step: Callable[[], object], shape: Shape | None = None) -> bool:
         """Run one step of a cell; a skip or crash becomes that cell's row, never the whole run's end."""
+        where = {"shape": _text(shape)} if shape else {}
         if reason := self.skip_reason(cell):
-            result.rows.append(self._row(cell, None, kind="skipped", extra={"reason": reason}))
+            result.rows.append(self._row(cell, None, kind="skipped", extra={"reason": reason, **where}))
             return False
         try:
             step()
         except (ElanDeployError, WorkerFailed) as exc:
             kind = exc.kind if isinstance(exc, WorkerFailed) else "skipped"
-            result.rows.append(self._row(cell, None, kind=kind, extra={"reason": str(exc)}))
+            result.rows.append(self._row(cell, None, kind=kind, extra={"reason": str(exc), **where}))
             return False
         except Exception as exc:  # a runtime crash in one cell must not lose the others
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            result.rows.append(self._row(cell, None, kind="failed", extra={"reason": detail[:300]}))
+            result.rows.append(self._row(cell, None, kind="failed", extra={"reason": detail[:300], **where}))
             return False
         return True
 
@@ -172,50 +173,62 @@ class BenchRunner:
                           ssim=round(float(np.mean([s[1] for s in scores])), 4), extra=extra)
             )
 
-    def _latency_shape(self, shape: tuple[int, int, int, int], cells: list[Cell], results: dict[Cell, CellResult]) -> None:
-        n, c, h, w = shape
-        padded = (n, c, round_up(h), round_up(w))
-        label = "x".join(map(str, shape))
-        workers: dict[Cell, tuple[LatencyWorker, float, float | None]] = {}
-        for cell in cells:
-            self.on_step(f"{cell.label}: open engine for {label}")
-            opened = self._open_worker(cell, padded, results[cell])
-            if opened is not None:
-                workers[cell] = opened
-        config = self.config.latency
-        rounds: dict[Cell, list[list[float]]] = {cell: [] for cell in workers}
-        load = CpuLoad()
-        load.watch(os.getpid())
-        for worker, _, _ in workers.values():
-            load.watch(worker.pid)
-        for r in range(config.rounds):
-            for cell in list(workers):
-                self.on_step(f"latency {label}: round {r + 1}/{config.rounds}, {cell.label}")
-                time.sleep(config.settle_s)
-                done = rounds[cell]
-                warmup = config.warmup if r == 0 else int(bool(done) and np.median(done[-1]) < 0.5)
-                try:
-                    done.append(workers[cell][0].run(warmup, *config.round_budget()))
-                except WorkerFailed as exc:
-                    self._drop_worker(cell, workers, load, exc, results[cell])
-        peaks = {}
-        for cell in list(workers):
-            load.unwatch(workers[cell][0].pid)
+    def _latency_shape(self, shape: Shape, cells: list[Cell], results: dict[Cell, CellResult]) -> None:
+        """Open workers while memory allows, time that batch in interleaved rounds, repeat."""
+        padded = (shape[0], shape[1], round_up(shape[2]), round_up(shape[3]))
+        pending = list(cells)
+        while pending:
+            batch: dict[Cell, OpenWorker] = {}
             try:
-                peaks[cell] = workers[cell][0].stop()
-            except WorkerFailed as exc:
-                self._drop_worker(cell, workers, load, exc, results[cell])
-        load.finish()
-        for cell, (worker, build_s, size_mb) in workers.items():
-            self._latency_row(cell, shape, padded, worker, rounds[cell], build_s, size_mb, peaks[cell], load, results[cell])
+                while pending and (not batch or (len(batch) < MAX_WORKERS and available_memory_mb() > MEMORY_RESERVE_MB)):
+                    cell = pending.pop(0)
+                    self.on_step(f"{cell.label}: open engine for {_text(shape)}")
+                    if (opened := self._open_worker(cell, shape, padded, results[cell])) is not None:
+                        batch[cell] = opened
+                self._time_batch(shape, batch, results)
+            finally:
+                for opened in batch.values():
+                    opened.worker.close()
         for _ in cells:
             self.on_advance()
 
-    def _drop_worker(self, cell: Cell, workers: dict, load: CpuLoad, exc: WorkerFailed, result: CellResult) -> None:
-        load.unwatch(workers.pop(cell)[0].pid)
-        result.rows.append(self._row(cell, None, kind=exc.kind, extra={"reason": str(exc)}))
+    def _time_batch(self, shape: Shape, batch: dict[Cell, OpenWorker], results: dict[Cell, CellResult]) -> None:
+        config = self.config.latency
+        rounds: dict[Cell, list[list[float]]] = {cell: [] for cell in batch}
+        load = CpuLoad()
+        load.watch(os.getpid())
+        for opened in batch.values():
+            load.watch(opened.worker.pid)
+        for r in range(config.rounds):
+            for cell in list(batch):
+                self.on_step(f"latency {_text(shape)}: round {r + 1}/{config.rounds}, {cell.label}")
+                time.sleep(config.settle_s)
+                done = rounds[cell]
+                if r == 0:
+                    warmup, budget = config.warmup, config.round_budget()
+                else:  # as many runs as the first round, so every round weighs the same
+                    warmup = int(config.warmup > 0 and float(np.median(done[0])) < config.rewarm_below_s)
+                    budget = (len(done[0]), len(done[0]), 0.0)
+                try:
+                    done.append(batch[cell].worker.run(warmup, *budget))
+                except WorkerFailed as exc:
+                    self._drop_worker(cell, shape, batch, load, exc, results[cell])
+        peaks = {}
+        for cell in list(batch):
+            load.unwatch(batch[cell].worker.pid)
+            try:
+                peaks[cell] = batch[cell].worker.stop()
+            except WorkerFailed as exc:
+                self._drop_worker(cell, shape, batch, load, exc, results[cell])
+        load.finish()
+        for cell, opened in batch.items():
+            self._latency_row(cell, shape, opened, rounds[cell], peaks[cell], load, results[cell])
 
-    def _open_worker(self, cell: Cell, padded: tuple[int, int, int, int], result: CellResult):
+    def _drop_worker(self, cell: Cell, shape: Shape, batch: dict[Cell, OpenWorker], load: CpuLoad, exc: WorkerFailed, result: CellResult) -> None:
+        load.unwatch(batch.pop(cell).worker.pid)
+        result.rows.append(self._row(cell, None, kind=exc.kind, extra={"reason": str(exc), "shape": _text(shape)}))
+
+    def _open_worker(self, cell: Cell, shape: Shape, padded: Shape, result: CellResult) -> OpenWorker | None:
         """Build the static engine here (cached), then let a worker process load and warm it."""
         build_s, size_mb = 0.0, None
         source = self.source(cell)
@@ -229,44 +242,64 @@ class BenchRunner:
                 size_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
             build_s = time.perf_counter() - t0
 
-        if not self._guarded(cell, result, build):
-            return None
         spec = WorkerSpec(
             checkpoint=self.loaded.path, scale=self.scale, runtime=cell.runtime, precision=cell.precision,
             shift=cell.shift, attention=cell.attention, shape=padded, threads=self.config.threads,
             cache_dir=self.config.cache.root, onnx=source.onnx, work_dir=source.work_dir,
         )
-        worker = None
-
-        def start() -> None:
-            nonlocal worker
-            worker = LatencyWorker(spec)
-
-        if not self._guarded(cell, result, start):
+        started: list[LatencyWorker] = []
+        if not self._guarded(cell, result, build, shape) or not self._guarded(cell, result, lambda: started.append(LatencyWorker(spec)), shape):
             return None
-        return worker, build_s + worker.ready.open_s, size_mb
+        return OpenWorker(started[0], build_s + started[0].ready.open_s, size_mb)
 
-    def _latency_row(self, cell, shape, padded, worker: LatencyWorker, rounds, build_s, size_mb, peak_mb, load: CpuLoad, result) -> None:
-        stats = LatencyStats.from_rounds(rounds, padded, self.scale)
-        key = "x".join(map(str, padded))
-        first = worker.ready.first_output
+    def _latency_row(
+        self, cell: Cell, shape: Shape, opened: OpenWorker, rounds: list[list[float]], peak_mb: float, load: CpuLoad,
+        result: CellResult,
+    ) -> None:
+        ready = opened.worker.ready
+        stats = LatencyStats.from_rounds(rounds, shape, self.scale)
+        key = _text(opened.worker.spec.shape)
         fidelity: float | str | None = None
         if (cell.runtime, cell.precision) == ("torch", "fp32"):
-            self.reference_latency_out[key] = first
+            self.reference_latency_out[key] = ready.first_output
         elif key in self.reference_latency_out:
-            value = psnr(first, self.reference_latency_out[key])
+            value = psnr(ready.first_output, self.reference_latency_out[key])
             fidelity = round(value, 2) if np.isfinite(value) else "inf"
         extra = {
-            **stats.to_json(), "shape": "x".join(map(str, shape)), "engine_shape": key, "build_s": round(build_s, 2),
-            "peak_rss_mb": round(peak_mb, 1), "engine_rss_mb": round(peak_mb - worker.ready.rss_before_open_mb, 1),
+            **stats.to_json(), "engine_shape": key, "build_s": round(opened.build_s, 2),
+            "peak_rss_mb": round(peak_mb, 1), "engine_rss_mb": round(peak_mb - ready.rss_before_open_mb, 1),
             "other_cpu_pct": load.other_pct, "steal_pct": load.steal_pct, "loadavg_1m": load.loadavg_1m,
+            "engine_mb": round(opened.size_mb, 2) if opened.size_mb is not None else None,
+            "latency_input_fidelity_psnr": fidelity,
         }
-        extra = {k: v for k, v in extra.items() if v is not None}
-        if size_mb is not None:
-            extra["engine_mb"] = round(size_mb, 2)
-        if fidelity is not None:
-            extra["latency_input_fidelity_psnr"] = fidelity
-        result.rows.append(self._row(cell, _InfoOnly(worker.ready.info), kind="latency", extra=extra))
+        result.rows.append(self._row(cell, _InfoOnly(ready.info), kind="latency", extra={k: v for k, v in extra.items() if v is not None}))
+
+
+Shape = tuple[int, int, int, int]
+MAX_WORKERS = 16  # engines timed side by side at one shape
+MEMORY_RESERVE_MB = 3072  # open no further worker once less memory than this is available
+
+
+@dataclass(frozen=True)
+class OpenWorker:
+    worker: LatencyWorker
+    build_s: float  # engine build (or cache lookup) here plus load and first call in the worker
+    size_mb: float | None  # engine files on disk; None for runtimes that run the checkpoint
+
+
+def _text(shape: Shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def available_memory_mb() -> float:
+    """MemAvailable from /proc/meminfo; infinite where it cannot be read (then MAX_WORKERS bounds a batch)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return float("inf")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import multiprocessing.connection
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 
 from elan_deploy.bench.latency import natural_input, peak_rss_mb, reset_peak_rss, rss_mb
 from elan_deploy.errors import ElanDeployError
+from elan_deploy.runtimes.base import EngineInfo
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class WorkerSpec:
 class WorkerReady:
     open_s: float  # engine load plus the first call (torch.compile compiles here)
     first_output: np.ndarray
-    info: Any  # EngineInfo
+    info: EngineInfo
     rss_before_open_mb: float
 
 
@@ -83,7 +85,7 @@ def _serve(conn: mp.connection.Connection, spec: WorkerSpec) -> None:
                 engine(x)
             times: list[float] = []
             start = time.perf_counter()
-            while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() - start < seconds):
+            while len(times) < min_iters or (len(times) < max_iters and time.perf_counter() - start < seconds):
                 t = time.perf_counter()
                 engine(x)
                 times.append(time.perf_counter() - t)
@@ -106,7 +108,8 @@ def worker_main(conn: mp.connection.Connection, spec: WorkerSpec) -> None:
 
 
 def _context() -> mp.context.BaseContext:
-    if "forkserver" in mp.get_all_start_methods():
+    """A forkserver that has imported torch once; spawn on macOS, where forking such a process is unsafe."""
+    if sys.platform != "darwin" and "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["elan_deploy.bench.worker", "elan_deploy.runtimes"])
         return ctx
@@ -138,7 +141,9 @@ class LatencyWorker:
         if got in ("skipped", "failed"):
             self.close()
             raise WorkerFailed(got, payload)
-        assert got == tag, (got, tag)
+        if got != tag:
+            self.close()
+            raise WorkerFailed("failed", f"latency worker answered '{got}' where '{tag}' was due")
         return payload
 
     def _send(self, *message: object) -> None:

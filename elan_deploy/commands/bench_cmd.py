@@ -11,7 +11,7 @@ from pathlib import Path
 
 from elan_deploy.bench.compare import find_regressions, latency_changes
 from elan_deploy.bench.latency import LatencyConfig
-from elan_deploy.bench.matrix import build_matrix
+from elan_deploy.bench.matrix import build_matrix, row_label
 from elan_deploy.bench.report import summary_rows, unsteady_machine_warning, write_crops, write_report, write_scatter
 from elan_deploy.bench.runner import BenchConfig, BenchRunner
 from elan_deploy.commands.common import add_model_args, check_onnx_matches, scratch_dir
@@ -53,6 +53,8 @@ def run_bench(args: argparse.Namespace) -> int:
     shapes = [parse_lr_shape(s) for s in (_split(args.shapes) or (["1x3x64x64"] if args.quick else ["1x3x180x320", "1x3x64x64"]))]
     if min(args.rounds, args.iters, args.max_iters) < 1 or args.warmup < 0:
         raise ElanDeployError("--rounds, --iters and --max-iters must be at least 1 and --warmup at least 0")
+    if args.rounds > max(args.iters, args.max_iters):
+        raise ElanDeployError(f"--rounds {args.rounds} exceeds --max-iters; every round times at least one run")
     latency = LatencyConfig(
         warmup=args.warmup, min_iters=args.iters, max_iters=max(args.iters, args.max_iters),
         time_budget_s=args.time_budget, rounds=args.rounds,
@@ -121,7 +123,10 @@ def _print_summary(doc: dict, main_shape: str, dataset: str) -> None:
     )
     skipped = [r for r in doc["rows"] if r.get("kind") in ("skipped", "failed")]
     if skipped:
-        print_table("not run here", ("cell", "status", "reason"), [(f"{r['runtime']} {r['precision']}", r["kind"], r["reason"]) for r in skipped])
+        print_table(
+            "not run here", ("cell", "shape", "status", "reason"),
+            [(row_label(r), r.get("shape", "all"), r["kind"], r["reason"]) for r in skipped],
+        )
 
 
 def _num(value, digits: int, suffix: str = "") -> str:
