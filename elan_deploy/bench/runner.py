@@ -93,11 +93,14 @@ class BenchRunner:
         )
 
     def skip_reason(self, cell: Cell) -> str | None:
+        """Why a cell does not run: a missing runtime first (its install hint is what to act on), then --quick."""
+        if reason := unavailable_reason(cell):
+            return reason
         if self.config.quick:
             for key, why in SLOW_TO_PREPARE.items():
                 if key in (cell.runtime, cell.precision):
                     return f"--quick skips it ({why})"
-        return unavailable_reason(cell)
+        return None
 
     def steps(self, cells: list[Cell]) -> int:
         """Progress units of `run`: one quality step per cell, one latency step per cell and shape."""
