@@ -63,14 +63,20 @@ def test_report_and_pictures_are_written(tiny_bench: Path) -> None:
         assert (tiny_bench / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _changed(doc: dict, p50_factor: float, psnr_delta_db: float = 0.0) -> dict:
+    """A copy of a results document with every p50 scaled and every PSNR shifted."""
+    changed = json.loads(json.dumps(doc))
+    for row in changed["rows"]:
+        if row["kind"] == "latency":
+            row["p50_ms"] *= p50_factor
+        if row["kind"] == "quality":
+            row["psnr"] += psnr_delta_db
+    return changed
+
+
 def test_compare_flags_regressions(tiny_bench: Path) -> None:
     doc = json.loads((tiny_bench / "results.json").read_text())
-    slower = json.loads(json.dumps(doc))
-    for row in slower["rows"]:
-        if row["kind"] == "latency":
-            row["p50_ms"] *= 1.5
-        if row["kind"] == "quality":
-            row["psnr"] -= 0.1
+    slower = _changed(doc, 1.5, -0.1)
     assert find_regressions(doc, doc) == []
     flagged = find_regressions(doc, slower)
     assert {r.what for r in flagged} == {"p50 ms", "PSNR dB"}
@@ -78,10 +84,7 @@ def test_compare_flags_regressions(tiny_bench: Path) -> None:
 
 def test_compare_lists_every_latency_change(tiny_bench: Path) -> None:
     doc = json.loads((tiny_bench / "results.json").read_text())
-    slower = json.loads(json.dumps(doc))
-    for row in slower["rows"]:
-        if row["kind"] == "latency":
-            row["p50_ms"] *= 1.05
+    slower = _changed(doc, 1.05)
     changes = latency_changes(doc, slower)
     assert len(changes) == sum(r["kind"] == "latency" for r in doc["rows"])
     assert all(abs(c.change_pct - 5.0) < 1e-6 for c in changes)
