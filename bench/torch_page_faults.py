@@ -6,36 +6,31 @@ Eager PyTorch on the CPU allocates every large intermediate with malloc; glibc s
 above its mmap threshold with fresh mmap()s and hands them back on free, so each inference
 faults in (and the kernel zeroes) its working set again. How much that costs depends on the
 host (in a VM every fault is also a nested-paging event), hence the drift. The script runs
-the same engine in two child processes, once with glibc's defaults and once with malloc told
-to keep freed memory (MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_/MALLOC_TOP_PAD_), and
-prints latency and minor page faults per inference.
+the same engine in two child processes, once with glibc's defaults (`bench --allocator system`)
+and once with malloc told to keep freed memory (`--allocator keep`, the bench's default, see
+`elan_deploy.bench.allocator`), and prints latency and minor page faults per inference.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 
-KEEP_FREED_MEMORY = {
-    "MALLOC_MMAP_THRESHOLD_": str(2**32),
-    "MALLOC_TRIM_THRESHOLD_": str(2**36),
-    "MALLOC_TOP_PAD_": str(2**30),
-}
 
-
-def measure(precision: str, shape: str, threads: int, iters: int) -> dict[str, list[float]]:
+def measure(precision: str, shape: str, threads: int, iters: int, allocator: str) -> dict[str, list[float]]:
     import resource
     import time
 
+    from elan_deploy.bench.allocator import apply_allocator
     from elan_deploy.bench.latency import natural_input
     from elan_deploy.bench.runner import latency_image
     from elan_deploy.commands.bench_cmd import parse_lr_shape
     from elan_deploy.model import load_bundled
     from elan_deploy.runtimes import BuildOptions, ModelSource, ShapeRange, open_engine
 
+    apply_allocator(allocator)
     nchw = parse_lr_shape(shape)
     engine = open_engine(ModelSource(load_bundled()), "torch", precision, ShapeRange.static(nchw), BuildOptions(threads=threads))
     x = natural_input(nchw, latency_image())
@@ -56,18 +51,18 @@ def main() -> None:
     parser.add_argument("--shape", default="1x3x192x320")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--iters", type=int, default=4)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("keep", "system"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.precision, args.shape, args.threads, args.iters)))
+        print(json.dumps(measure(args.precision, args.shape, args.threads, args.iters, args.child)))
         return
     from elan_deploy.console import print_table
 
     rows = []
-    for name, env in (("glibc defaults", {}), ("malloc keeps freed memory", KEEP_FREED_MEMORY)):
-        command = [sys.executable, __file__, "--child", "--precision", args.precision, "--shape", args.shape,
+    for name, allocator in (("glibc defaults (system)", "system"), ("malloc keeps freed memory (keep)", "keep")):
+        command = [sys.executable, __file__, "--child", allocator, "--precision", args.precision, "--shape", args.shape,
                    "--threads", str(args.threads), "--iters", str(args.iters)]
-        done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
         result = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append((name, " ".join(f"{v:.0f}" for v in result["ms"]), " ".join(str(v) for v in result["faults"])))
     print_table(

@@ -32,6 +32,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_id() -> str | None:
+    """CPU family/model/stepping: VMs often name every generation just "AMD EPYC", and these tell them apart."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("cpu family", "model", "stepping"):
+                fields.setdefault(key.strip(), value.strip())
+            elif not line.strip() and fields:
+                break
+    except OSError:
+        return None
+    if len(fields) < 3:
+        return None
+    return f"family {fields['cpu family']} model {fields['model']} stepping {fields['stepping']}"
+
+
 def cpu_flags() -> set[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -49,6 +66,7 @@ def machine_info() -> dict[str, Any]:
     flags = cpu_flags()
     return {
         "cpu": cpu_model(),
+        "cpu_id": cpu_id(),
         "cores": os.cpu_count(),
         "isa": sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni"}),
         "os": platform.platform(),

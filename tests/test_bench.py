@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -12,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from elan_deploy.bench.compare import find_regressions, latency_changes
+from elan_deploy.bench.compare import find_regressions, latency_changes, setting_differences
 from elan_deploy.bench.latency import CpuLoad, LatencyConfig, LatencyStats
 from elan_deploy.bench.report import unsteady_machine_warning
 from elan_deploy.bench.worker import LatencyWorker, WorkerFailed, WorkerSpec
 from elan_deploy.cli import main
 from elan_deploy.results import SCHEMA_FILE
+
+GLIBC = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +52,7 @@ def test_rows_carry_what_produced_them(tiny_bench: Path) -> None:
     assert all(r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"] for r in latency)
     assert all(r["rounds"] == 2 and r["iterations"] >= 2 and r["iterations"] % 2 == 0 for r in latency)  # rounds weigh alike
     assert all(0 <= r["engine_rss_mb"] < r["peak_rss_mb"] for r in latency)  # measured in the engine's own process
+    assert all(r["allocator"] == ("keep" if GLIBC else "system (keep needs glibc)") for r in latency)
     quality = {(r["runtime"], r["precision"]): r for r in doc["rows"] if r["kind"] == "quality"}
     assert quality["onnxruntime", "fp32"]["fidelity_psnr"] >= 50
     assert abs(quality["onnxruntime", "fp32"]["psnr"] - quality["torch", "fp32"]["psnr"]) < 0.01
@@ -59,6 +63,7 @@ def test_rows_carry_what_produced_them(tiny_bench: Path) -> None:
 def test_report_and_pictures_are_written(tiny_bench: Path) -> None:
     report = (tiny_bench / "report.md").read_text()
     assert "onnxruntime fp16" in report and "Not run here" in report
+    assert "Latency workers' malloc: keep" in report or not GLIBC
     for picture in ("latency_vs_psnr.png", "crops.png"):
         assert (tiny_bench / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -91,6 +96,50 @@ def test_compare_lists_every_latency_change(tiny_bench: Path) -> None:
     assert find_regressions(doc, slower) == []  # within the 10 % tolerance
 
 
+def test_compare_names_settings_that_move_latency_by_themselves(tiny_bench: Path) -> None:
+    doc = json.loads((tiny_bench / "results.json").read_text())
+    assert setting_differences(doc, doc) == []
+    other = json.loads(json.dumps(doc))
+    other["machine"]["cpu"] = "another CPU"
+    for row in other["rows"]:
+        if row["kind"] == "latency":
+            row["threads"], row["allocator"] = 1, "system"
+    differences = setting_differences(doc, other)
+    assert [d.split()[0] for d in differences] == ["cpu", "threads", "allocator"]
+    assert differences[2].endswith("keep -> system") or "glibc" in differences[2]
+
+
+_FAULTS_PER_MALLOC = """
+import ctypes, resource, sys
+from elan_deploy.bench.allocator import apply_allocator
+print(apply_allocator(sys.argv[1]))
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+size = 48 * 2**20
+faults = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(ctypes.c_void_p(block))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sum(faults[1:]))
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
+def test_keep_allocator_stops_large_blocks_faulting_in_again() -> None:
+    """The reason for `--allocator keep`: with glibc's defaults a freed 48 MB block goes back to the OS."""
+    faults = {}
+    for allocator in ("system", "keep"):
+        done = subprocess.run([sys.executable, "-c", _FAULTS_PER_MALLOC, allocator], capture_output=True, text=True, check=True)
+        used, count = done.stdout.split()
+        assert used == allocator
+        faults[allocator] = int(count)
+    assert faults["system"] > 3 * 48 * 2**20 // os.sysconf("SC_PAGE_SIZE") // 2  # every repeat faults its pages in again
+    assert faults["keep"] < faults["system"] / 100
+
+
 def test_round_budgets_keep_the_minimum_and_split_the_rest() -> None:
     assert LatencyConfig(min_iters=7, max_iters=7, rounds=5, time_budget_s=10).round_budget() == (2, 2, 2.0)
     assert LatencyConfig(min_iters=5, max_iters=50, rounds=5).round_budget() == (1, 10, 2.0)
@@ -117,6 +166,18 @@ def test_cpu_load_counts_unwatched_processes_as_other() -> None:
     elapsed = time.perf_counter() - start
     one_core_for_1_5_s = 100 * 1.5 / ((os.cpu_count() or 1) * elapsed)
     assert load.finish().other_pct >= 0.6 * one_core_for_1_5_s
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="CPU accounting reads Linux /proc")
+def test_a_watched_process_that_dies_is_charged_up_to_its_last_sample() -> None:
+    load = CpuLoad()
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"])
+    load.watch(busy.pid)
+    while busy.poll() is None:  # poll() reaps it: afterwards /proc no longer has the process
+        load.sample()
+        time.sleep(0.05)
+    load.unwatch(busy.pid)
+    assert load.watched_cpu_s >= 0.8  # not counted as another process's load
 
 
 def test_a_worker_that_cannot_open_its_engine_reports_why(tmp_path: Path, bundled) -> None:

@@ -13,7 +13,7 @@ from elan_deploy.cli import main
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
 from elan_deploy.imaging import list_images, read_image
 from elan_deploy.metrics import psnr
-from elan_deploy.runtimes import EngineCache, ShapeRange, build_engine, open_engine
+from elan_deploy.runtimes import BuildOptions, EngineCache, ShapeRange, build_engine, open_engine
 from elan_deploy.runtimes.cache import MANIFEST
 
 LOCAL_CELLS = [
@@ -108,6 +108,15 @@ def test_engine_cache_reuses_and_detects_corruption(model_source, tmp_path: Path
         rebuilt = build_engine(model_source, "onnxruntime", "fp32", shapes, cache=cache)
     assert rebuilt == first and (rebuilt / MANIFEST).is_file()
     assert open_engine(model_source, "onnxruntime", "fp32", shapes, cache=cache)(np.full((1, 3, 32, 32), 100, np.float32)).shape == (1, 3, 128, 128)
+
+
+def test_one_cached_engine_serves_every_thread_count(model_source, tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path)
+    shapes = ShapeRange.parse("1x3x32x32")
+    one = open_engine(model_source, "onnxruntime", "fp32", shapes, BuildOptions(threads=1), cache)
+    two = open_engine(model_source, "onnxruntime", "fp32", shapes, BuildOptions(threads=2), cache)
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1  # threads apply at load, not in the file
+    assert (one.info.threads, two.info.threads) == (1, 2)
 
 
 def test_failed_build_leaves_no_cache_entry(model_source, tmp_path: Path, monkeypatch) -> None:

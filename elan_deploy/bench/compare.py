@@ -51,6 +51,24 @@ def latency_changes(old: dict[str, Any], new: dict[str, Any]) -> list[LatencyCha
     return changes
 
 
+def setting_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Settings that differ between two runs and move latency by themselves: machine, versions, threads, malloc.
+
+    A run from another machine or another thread count is not a regression baseline; saying so
+    next to the table keeps a 2x "regression" from sending anyone after the wrong cause.
+    """
+    found = []
+    for key in ("cpu", "cpu_id", "cores", "torch", "elan_deploy"):
+        was, now = old.get("machine", {}).get(key), new.get("machine", {}).get(key)
+        if was != now:
+            found.append(f"{key} {was} -> {now}")
+    for key in ("threads", "allocator"):
+        was, now = (sorted({str(r.get(key)) for r in doc.get("rows", []) if r.get("kind") == "latency"}) for doc in (old, new))
+        if was != now:
+            found.append(f"{key} {','.join(was) or '-'} -> {','.join(now) or '-'}")
+    return found
+
+
 def find_regressions(old: dict[str, Any], new: dict[str, Any], latency_tolerance: float = 0.10, psnr_tolerance_db: float = 0.02) -> list[Regression]:
     """p50 slower by more than `latency_tolerance` (ratio), or PSNR lower by more than the tolerance."""
     before = {_key(r): r for r in old.get("rows", [])}

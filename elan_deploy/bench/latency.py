@@ -147,6 +147,7 @@ class CpuLoad:
     def __init__(self) -> None:
         self._start = _system_jiffies()
         self._own_start: dict[int, int] = {}
+        self._own_seen: dict[int, int] = {}
         self._own_total = 0
         self.other_pct: float | None = None
         self.steal_pct: float | None = None
@@ -155,13 +156,27 @@ class CpuLoad:
     def watch(self, pid: int) -> None:
         if (jiffies := _process_jiffies(pid)) is not None:
             self._own_start.setdefault(pid, jiffies)
+            self._own_seen[pid] = jiffies
+
+    def sample(self) -> None:
+        """Note the watched processes' CPU so far, so one that dies later is charged to us up to here."""
+        for pid in self._own_start:
+            if (jiffies := _process_jiffies(pid)) is not None:
+                self._own_seen[pid] = jiffies
 
     def unwatch(self, pid: int) -> None:
-        """Call before a watched process exits, while /proc still has it (a vanished one adds nothing)."""
+        """Stop watching; a process that has vanished counts up to its last `sample`."""
         start = self._own_start.pop(pid, None)
+        seen = self._own_seen.pop(pid, None)
         end = _process_jiffies(pid)
+        end = seen if end is None else end
         if start is not None and end is not None:
             self._own_total += end - start
+
+    @property
+    def watched_cpu_s(self) -> float:
+        """CPU seconds charged to the watched processes that have been unwatched so far."""
+        return self._own_total / os.sysconf("SC_CLK_TCK")
 
     def finish(self) -> CpuLoad:
         for pid in list(self._own_start):

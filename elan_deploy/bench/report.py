@@ -56,8 +56,9 @@ def unsteady_machine_warning(doc: dict) -> str | None:
     """A one-line warning when the machine's speed moved while latency was timed, and why if known.
 
     Other processes and hypervisor steal are measured directly. A large spread between rounds with
-    neither means the host itself changed speed (on shared VMs, typically where it placed the
-    vCPUs): multi-threaded latency then moves between runs, single-threaded latency much less.
+    neither means the host itself changed speed (on shared VMs: other guests on the same cores,
+    where the vCPUs are placed). Interleaved rounds make such a change land on every cell, so
+    ratios within the run still hold while absolute figures move between runs.
     """
     latency = [r for r in doc["rows"] if r.get("kind") == "latency"]
     if not latency:
@@ -67,10 +68,12 @@ def unsteady_machine_warning(doc: dict) -> str | None:
     spread = float(np.median([r.get("round_spread_pct", 0.0) for r in latency]))
     if other > BUSY_OTHER_CPU_PCT or steal > BUSY_STEAL_PCT:
         return (f"warning: the machine was busy while latency was timed (other processes up to {other:.0f} % CPU, "
-                f"steal up to {steal:.0f} %); latency numbers are noisy, rerun on a quiet machine")
+                f"hypervisor steal up to {steal:.0f} %); latency figures are noisy: compare cells within this run, "
+                f"or rerun when it is quiet")
     if spread > UNSTEADY_ROUND_SPREAD_PCT:
         return (f"warning: latency moved by {spread:.0f} % between rounds (median over cells) with no other load; the host "
-                f"changed speed during the run. Compare cells within this run; for run-to-run comparisons use --threads 1")
+                f"changed speed during the run. Compare cells within this run: ratios between cells hold, absolute figures "
+                f"move between runs")
     return None
 
 
@@ -93,8 +96,9 @@ def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
     parts = [
         f"# elan-deploy benchmark — {doc['rows'][0]['model'] if doc['rows'] else ''}",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m.get('isa', [])) or 'no SIMD flags read'}); {m['os']}; "
-        f"Python {m['python']}, torch {m['torch']}, elan-deploy {m['elan_deploy']}. Command: `{doc.get('command', 'elan-deploy bench')}`.",
+        f"Machine: {m['cpu']}{f' ({cpu_id})' if (cpu_id := m.get('cpu_id')) else ''}, {m['cores']} cores ({', '.join(m.get('isa', [])) or 'no SIMD flags read'}); {m['os']}; "
+        f"Python {m['python']}, torch {m['torch']}, elan-deploy {m['elan_deploy']}. Command: `{doc.get('command', 'elan-deploy bench')}`."
+        + (f" Latency workers' malloc: {', '.join(allocators)}." if (allocators := sorted({str(r['allocator']) for r in doc['rows'] if 'allocator' in r})) else ""),
         "",
         *([f"**{warning}**", ""] if (warning := unsteady_machine_warning(doc)) else []),
         f"## Summary at {main_shape} (latency) and {dataset} (quality)",

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from elan_deploy.bench.allocator import Allocator
 from elan_deploy.bench.latency import CpuLoad, LatencyConfig, LatencyStats
 from elan_deploy.bench.matrix import Cell, unavailable_reason
 from elan_deploy.bench.worker import LatencyWorker, WorkerFailed, WorkerSpec
@@ -43,6 +44,7 @@ class BenchConfig:
     work_dir: Path = Path("bench-out")
     cache: EngineCache = field(default_factory=EngineCache)  # workers load the engines the bench builds here
     onnx: Path | None = None  # an exported FP32 ONNX to use for the default-strategy cells
+    allocator: Allocator = "keep"  # malloc in the latency workers, see `bench.allocator`
 
 
 @dataclass
@@ -214,6 +216,7 @@ class BenchRunner:
                     budget = (len(done[0]), len(done[0]), 0.0)
                 try:
                     done.append(batch[cell].worker.run(warmup, *budget))
+                    load.sample()
                 except WorkerFailed as exc:
                     self._drop_worker(cell, shape, batch, load, exc, results[cell])
         peaks = {}
@@ -248,7 +251,7 @@ class BenchRunner:
         spec = WorkerSpec(
             checkpoint=self.loaded.path, scale=self.scale, runtime=cell.runtime, precision=cell.precision,
             shift=cell.shift, attention=cell.attention, shape=padded, threads=self.config.threads,
-            cache_dir=self.config.cache.root, onnx=source.onnx, work_dir=source.work_dir,
+            cache_dir=self.config.cache.root, onnx=source.onnx, work_dir=source.work_dir, allocator=self.config.allocator,
         )
         started: list[LatencyWorker] = []
         if not self._guarded(cell, result, build, shape) or not self._guarded(cell, result, lambda: started.append(LatencyWorker(spec)), shape):
@@ -271,7 +274,7 @@ class BenchRunner:
         extra = {
             **stats.to_json(), "engine_shape": key, "build_s": round(opened.build_s, 2),
             "peak_rss_mb": round(peak_mb, 1), "engine_rss_mb": round(peak_mb - ready.rss_before_open_mb, 1),
-            "other_cpu_pct": load.other_pct, "steal_pct": load.steal_pct, "loadavg_1m": load.loadavg_1m,
+            "allocator": ready.allocator, "other_cpu_pct": load.other_pct, "steal_pct": load.steal_pct, "loadavg_1m": load.loadavg_1m,
             "engine_mb": round(opened.size_mb, 2) if opened.size_mb is not None else None,
             "latency_input_fidelity_psnr": fidelity,
         }

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from elan_deploy.bench.allocator import Allocator, apply_allocator
 from elan_deploy.bench.latency import natural_input, peak_rss_mb, reset_peak_rss, rss_mb
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.runtimes.base import EngineInfo
@@ -41,6 +42,7 @@ class WorkerSpec:
     cache_dir: Path
     onnx: Path | None  # the ONNX the user gave, if any (it keys the engine cache)
     work_dir: Path | None  # where the parent exported its ONNX
+    allocator: Allocator = "keep"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class WorkerReady:
     first_output: np.ndarray
     info: EngineInfo
     rss_before_open_mb: float
+    allocator: str  # what `apply_allocator` put in effect
 
 
 class WorkerFailed(Exception):
@@ -70,13 +73,14 @@ def _open(spec: WorkerSpec):
 def _serve(conn: mp.connection.Connection, spec: WorkerSpec) -> None:
     from elan_deploy.bench.runner import latency_image
 
+    allocator = apply_allocator(spec.allocator)
     reset_peak_rss()
     rss_before = rss_mb()
     t0 = time.perf_counter()
     engine = _open(spec)
     x = natural_input(spec.shape, latency_image())
     first = engine(x)
-    conn.send(("ready", WorkerReady(time.perf_counter() - t0, first, engine.info, rss_before)))
+    conn.send(("ready", WorkerReady(time.perf_counter() - t0, first, engine.info, rss_before, allocator)))
     while True:
         command, *args = conn.recv()
         if command == "run":

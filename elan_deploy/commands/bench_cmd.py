@@ -9,7 +9,8 @@ import re
 import sys
 from pathlib import Path
 
-from elan_deploy.bench.compare import find_regressions, latency_changes
+from elan_deploy.bench.allocator import ALLOCATORS
+from elan_deploy.bench.compare import find_regressions, latency_changes, setting_differences
 from elan_deploy.bench.latency import LatencyConfig
 from elan_deploy.bench.matrix import build_matrix, row_label
 from elan_deploy.bench.report import summary_rows, unsteady_machine_warning, write_crops, write_report, write_scatter
@@ -70,7 +71,7 @@ def run_bench(args: argparse.Namespace) -> int:
     cache_dir = scratch_dir() / "engines" if args.no_cache else args.cache_dir or default_cache_dir()
     config = BenchConfig(
         shapes=shapes, datasets=datasets, latency=latency, threads=args.threads or os.cpu_count(), quick=args.quick,
-        work_dir=out, onnx=args.onnx, cache=EngineCache(cache_dir),
+        work_dir=out, onnx=args.onnx, cache=EngineCache(cache_dir), allocator=args.allocator,
     )
     with progress() as bar:
         runner = BenchRunner(loaded, config)
@@ -98,6 +99,8 @@ def run_bench(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise ElanDeployError(f"cannot read --compare file '{args.compare}': {exc}") from None
         changes = latency_changes(old, doc)
+        if differences := setting_differences(old, doc):
+            stderr.print(f"the runs differ in {'; '.join(differences)}: latency changes may come from that, not from the code", markup=False)
         print_table(
             f"p50 against {args.compare}", ("cell", "shape", "old p50 ms", "new p50 ms", "change", "old min ms", "new min ms"),
             [(c.cell, c.shape, _num(c.old_p50_ms, 1), _num(c.new_p50_ms, 1), f"{c.change_pct:+.1f} %", _num(c.old_min_ms, 1),
@@ -171,6 +174,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=float, default=10.0, help="keep timing until this many seconds have passed [10]")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds that share the iterations and time budget [5]")
     p.add_argument("--threads", type=int, help="threads for every runtime [all cores]")
+    p.add_argument("--allocator", choices=ALLOCATORS, default="keep",
+                   help="malloc in the latency workers: keep freed memory, as tcmalloc/jemalloc would, or the system default [keep]")
     p.add_argument("--quick", action="store_true", help="smoke run: 1x3x64x64, few iterations, skips torch.compile and int8")
     p.add_argument("--output", type=Path, default=Path("bench-out"), help="folder for results.json, report.md and plots [bench-out]")
     p.add_argument("--compare", type=Path, help="earlier results.json: flag regressions (exit 1 if any)")

@@ -70,7 +70,7 @@ def build_engine(
     cache = cache or EngineCache(Path(tempfile.mkdtemp(prefix="elan-deploy-")))
     key = CacheKey(
         fingerprint=source.fingerprint(), precision=precision.value, shapes=str(shapes), runtime=runtime.name,
-        runtime_version=runtime.version(), options=repr(options),
+        runtime_version=runtime.version(), options=options.cache_key(),
     )
     return cache.lookup(key) or cache.store(key, lambda folder: runtime.build(source, precision, shapes, folder, options))
 

@@ -8,7 +8,7 @@ Padding, tiling and colour handling live once, in `elan_deploy.upscale.Upscaler`
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -117,9 +117,21 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """Runtime-independent build settings that change the engine file (so they key the cache)."""
+    """Runtime-independent settings for building and loading an engine.
+
+    `threads` is applied when an engine is loaded; no runtime writes it into the engine file,
+    so it stays out of the cache key and one cached engine (an INT8 one costs minutes of
+    calibration) serves every thread count.
+    """
 
     threads: int | None = None
+
+    def cache_key(self) -> str:
+        """The settings that change the engine file: none of today's."""
+        return repr({k: v for k, v in asdict(self).items() if k not in LOAD_ONLY_OPTIONS})
+
+
+LOAD_ONLY_OPTIONS = frozenset({"threads"})
 
 
 class Runtime(Protocol):

@@ -1,4 +1,4 @@
-"""On-disk engine cache keyed by (model fingerprint, precision, shapes, runtime + version, options).
+"""On-disk engine cache keyed by (model fingerprint, precision, shapes, runtime + version, file options).
 
 Each entry is a folder written atomically with a manifest that records the sha256 of every
 engine file, so a file corrupted on disk is detected at load and the entry rebuilt instead of
