@@ -18,7 +18,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 # One module per subcommand under elan_deploy.commands, each with `register(subparsers)` that
 # adds its parser and sets `handler`. Order here is the order in `--help`.
-COMMAND_MODULES = ("bench_cmd", "export_cmd", "quantize_cmd", "build_cmd", "eval_cmd", "upscale_cmd", "info_cmd")
+COMMAND_MODULES = ("bench_cmd", "compare_cmd", "export_cmd", "quantize_cmd", "build_cmd", "eval_cmd", "upscale_cmd", "info_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

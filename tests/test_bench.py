@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from elan_deploy.bench.compare import find_regressions, latency_changes, setting_differences
+from elan_deploy.bench.compare import find_regressions, host_drift_note, latency_changes, reference_cell, setting_differences
 from elan_deploy.bench.latency import CpuLoad, LatencyConfig, LatencyStats
 from elan_deploy.bench.report import unsteady_machine_warning
 from elan_deploy.bench.worker import LatencyWorker, WorkerFailed, WorkerSpec
@@ -94,6 +94,35 @@ def test_compare_lists_every_latency_change(tiny_bench: Path) -> None:
     assert len(changes) == sum(r["kind"] == "latency" for r in doc["rows"])
     assert all(abs(c.change_pct - 5.0) < 1e-6 for c in changes)
     assert find_regressions(doc, slower) == []  # within the 10 % tolerance
+
+
+def test_compare_tells_a_slower_machine_from_a_slower_engine(tiny_bench: Path) -> None:
+    doc = json.loads((tiny_bench / "results.json").read_text())
+    reference = reference_cell(doc, doc)
+    assert reference == ("torch", "fp32")  # the tiny bench has no torch.compile row to prefer
+    host_slower = latency_changes(doc, _changed(doc, 1.5))
+    assert all(abs(c.change_pct - 50) < 1e-6 and abs(c.relative_change_pct) < 1e-6 for c in host_slower)
+    assert "machine's speed changed" in host_drift_note(host_slower, reference)
+    engine_slower = json.loads(json.dumps(doc))
+    for row in engine_slower["rows"]:
+        if row["kind"] == "latency" and row["runtime"] == "onnxruntime":
+            row["p50_ms"] *= 1.5
+    changes = {c.cell: c for c in latency_changes(doc, engine_slower)}
+    assert abs(changes["onnxruntime fp32"].relative_change_pct - 50) < 1e-6
+    assert abs(changes["torch fp32"].relative_change_pct) < 1e-6
+    assert host_drift_note(list(changes.values()), reference) is None
+
+
+def test_compare_command_reads_two_saved_runs(tiny_bench: Path, tmp_path: Path, capsys) -> None:
+    results = tiny_bench / "results.json"
+    slower = tmp_path / "slower.json"
+    slower.write_text(json.dumps(_changed(json.loads(results.read_text()), 1.5)))
+    assert main(["compare", str(results), str(results)]) == 0
+    assert main(["compare", str(results), str(slower)]) == 1  # regressions exit 1, as bench --compare does
+    assert "machine's speed changed" in capsys.readouterr().err
+    assert main(["compare", str(results), str(tiny_bench / "report.md")]) == 2
+    assert "cannot read NEW file" in capsys.readouterr().err
+    assert main(["compare", str(results), str(tmp_path)]) == 2  # a folder, not a file
 
 
 def test_compare_names_settings_that_move_latency_by_themselves(tiny_bench: Path) -> None:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 from pathlib import Path
 
 from elan_deploy.bench.allocator import ALLOCATORS
-from elan_deploy.bench.compare import find_regressions, latency_changes, setting_differences
 from elan_deploy.bench.latency import LatencyConfig
 from elan_deploy.bench.matrix import build_matrix, row_label
 from elan_deploy.bench.report import summary_rows, unsteady_machine_warning, write_crops, write_report, write_scatter
 from elan_deploy.bench.runner import BenchConfig, BenchRunner
+from elan_deploy.commands.compare_cmd import print_comparison, read_results
 from elan_deploy.commands.common import add_model_args, check_onnx_matches, scratch_dir
 from elan_deploy.console import print_table, progress, stderr
 from elan_deploy.datasets import load_dataset
@@ -47,6 +46,7 @@ def run_bench(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ElanDeployError(f"cannot create output folder '{out}' ({exc.strerror}); choose a writable --output") from None
+    baseline = read_results(args.compare, "--compare") if args.compare else None  # a bad file fails now, not after the run
     loaded = load_model(args.model, args.scale)
     if args.onnx is not None:
         check_onnx_matches(args.onnx, loaded.config.scale)
@@ -93,26 +93,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if warning := unsteady_machine_warning(doc):
         stderr.print(warning, markup=False)
     stderr.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, plots in {out}")
-    if args.compare:
-        try:
-            old = json.loads(Path(args.compare).read_text())
-        except (OSError, ValueError) as exc:
-            raise ElanDeployError(f"cannot read --compare file '{args.compare}': {exc}") from None
-        changes = latency_changes(old, doc)
-        if differences := setting_differences(old, doc):
-            stderr.print(f"the runs differ in {'; '.join(differences)}: latency changes may come from that, not from the code", markup=False)
-        print_table(
-            f"p50 against {args.compare}", ("cell", "shape", "old p50 ms", "new p50 ms", "change", "old min ms", "new min ms"),
-            [(c.cell, c.shape, _num(c.old_p50_ms, 1), _num(c.new_p50_ms, 1), f"{c.change_pct:+.1f} %", _num(c.old_min_ms, 1),
-              _num(c.new_min_ms, 1)) for c in changes],
-        )
-        regressions = find_regressions(old, doc)
-        for r in regressions:
-            stderr.print(f"regression {r}", markup=False)
-        if regressions:
-            return 1
-        stderr.print(f"no regressions against {args.compare}")
-    return 0
+    return print_comparison(baseline, doc, str(args.compare)) if baseline is not None else 0
 
 
 def _print_summary(doc: dict, main_shape: str, dataset: str) -> None:
