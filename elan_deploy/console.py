@@ -29,3 +29,10 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
         # escape: cell text such as "pip install 'elan-deploy[tensorrt]'" is not rich markup
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in row))
     stdout.print(table)
+
+
+def fmt(value: object, digits: int, suffix: str = "") -> str:
+    """A table cell: numbers to `digits` decimals, "–" for a value that was not measured."""
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}{suffix}" if isinstance(value, (int, float)) else str(value)

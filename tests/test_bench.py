@@ -125,6 +125,13 @@ def test_compare_command_reads_two_saved_runs(tiny_bench: Path, tmp_path: Path, 
     assert main(["compare", str(results), str(tmp_path)]) == 2  # a folder, not a file
 
 
+def test_bench_refuses_a_bad_compare_file_before_writing_anything(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["bench", "--quick", "--compare", str(tmp_path / "missing.json"), "--output", str(out)]) == 2
+    assert "cannot read --compare file" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_compare_names_settings_that_move_latency_by_themselves(tiny_bench: Path) -> None:
     doc = json.loads((tiny_bench / "results.json").read_text())
     assert setting_differences(doc, doc) == []

@@ -67,8 +67,11 @@ def reference_cell(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, str] 
 
 
 def _reference_p50(doc: dict[str, Any], reference: tuple[str, str] | None) -> dict[str, float]:
+    """p50 of the reference cell per shape; empty without a reference."""
+    if reference is None:
+        return {}
     return {r["shape"]: r["p50_ms"] for r in doc.get("rows", [])
-            if reference and r.get("kind") == "latency" and (r["runtime"], r["precision"]) == reference and r.get("p50_ms")}
+            if r.get("kind") == "latency" and (r["runtime"], r["precision"]) == reference and r.get("shift") is None and r.get("p50_ms")}
 
 
 def latency_changes(old: dict[str, Any], new: dict[str, Any]) -> list[LatencyChange]:
@@ -89,9 +92,11 @@ def latency_changes(old: dict[str, Any], new: dict[str, Any]) -> list[LatencyCha
 
 def host_drift_note(changes: list[LatencyChange], reference: tuple[str, str] | None) -> str | None:
     """A line for when p50 moved across the board but the ratios to the reference cell did not."""
+    if reference is None:
+        return None
     moved = [abs(c.change_pct) for c in changes]
-    relative = [abs(v) for c in changes if (v := c.relative_change_pct) is not None and c.old_relative != 1.0]
-    if not moved or not relative or reference is None:
+    relative = [abs(v) for c in changes if (v := c.relative_change_pct) is not None and c.cell != " ".join(reference)]
+    if not moved or not relative:
         return None
     p50, ratio = float(np.median(moved)), float(np.median(relative))
     if p50 <= 10 or ratio > p50 / 2:

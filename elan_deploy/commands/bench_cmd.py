@@ -15,7 +15,7 @@ from elan_deploy.bench.report import summary_rows, unsteady_machine_warning, wri
 from elan_deploy.bench.runner import BenchConfig, BenchRunner
 from elan_deploy.commands.compare_cmd import print_comparison, read_results
 from elan_deploy.commands.common import add_model_args, check_onnx_matches, scratch_dir
-from elan_deploy.console import print_table, progress, stderr
+from elan_deploy.console import fmt, print_table, progress, stderr
 from elan_deploy.datasets import load_dataset
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.fileio import write_json_atomic
@@ -41,12 +41,12 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    baseline = read_results(args.compare, "--compare") if args.compare else None  # a bad file fails before anything is written or run
     out: Path = args.output
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ElanDeployError(f"cannot create output folder '{out}' ({exc.strerror}); choose a writable --output") from None
-    baseline = read_results(args.compare, "--compare") if args.compare else None  # a bad file fails now, not after the run
     loaded = load_model(args.model, args.scale)
     if args.onnx is not None:
         check_onnx_matches(args.onnx, loaded.config.scale)
@@ -101,8 +101,8 @@ def _print_summary(doc: dict, main_shape: str, dataset: str) -> None:
     print_table(
         f"{doc['rows'][0]['model']}: latency at {main_shape}, quality on {dataset}",
         ("cell", "used", "p50 ms", "p90 ms", "vs eager", "vs compile bf16", "PSNR", "Δ dB", "fidelity"),
-        [(s["cell"], s["used"] or "–", _num(s["p50_ms"], 1), _num(s["p90_ms"], 1), _num(s["speedup_vs_eager"], 2, "×"),
-          _num(s["speedup_vs_compile_bf16"], 2, "×"), _num(s["psnr"], 4), _num(s["delta_db"], 4), _num(s["fidelity_psnr"], 2))
+        [(s["cell"], s["used"] or "–", fmt(s["p50_ms"], 1), fmt(s["p90_ms"], 1), fmt(s["speedup_vs_eager"], 2, "×"),
+          fmt(s["speedup_vs_compile_bf16"], 2, "×"), fmt(s["psnr"], 4), fmt(s["delta_db"], 4), fmt(s["fidelity_psnr"], 2))
          for s in rows],
     )
     skipped = [r for r in doc["rows"] if r.get("kind") in ("skipped", "failed")]
@@ -111,12 +111,6 @@ def _print_summary(doc: dict, main_shape: str, dataset: str) -> None:
             "not run here", ("cell", "shape", "status", "reason"),
             [(row_label(r), r.get("shape", "all"), r["kind"], r["reason"]) for r in skipped],
         )
-
-
-def _num(value, digits: int, suffix: str = "") -> str:
-    if value is None:
-        return "–"
-    return f"{value:.{digits}f}{suffix}" if isinstance(value, (int, float)) else str(value)
 
 
 def _write_crops(results, runner: BenchRunner, dataset, path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from elan_deploy.bench.compare import find_regressions, host_drift_note, latency_changes, reference_cell, setting_differences
-from elan_deploy.console import print_table, stderr
+from elan_deploy.console import fmt, print_table, stderr
 from elan_deploy.errors import ElanDeployError
 
 
@@ -30,10 +30,6 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:+.1f} %"
 
 
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
-
-
 def print_comparison(old: dict[str, Any], new: dict[str, Any], old_name: str) -> int:
     """Every latency cell of `new` against `old`; returns 1 on a regression, else 0."""
     changes = latency_changes(old, new)
@@ -43,8 +39,8 @@ def print_comparison(old: dict[str, Any], new: dict[str, Any], old_name: str) ->
     relative_header = f"change vs {' '.join(reference)}" if reference else "change vs reference"
     print_table(
         f"p50 against {old_name}", ("cell", "shape", "old p50 ms", "new p50 ms", "change", relative_header, "old min ms", "new min ms"),
-        [(c.cell, c.shape, _ms(c.old_p50_ms), _ms(c.new_p50_ms), _pct(c.change_pct), _pct(c.relative_change_pct),
-          _ms(c.old_min_ms), _ms(c.new_min_ms)) for c in changes],
+        [(c.cell, c.shape, fmt(c.old_p50_ms, 1), fmt(c.new_p50_ms, 1), _pct(c.change_pct), _pct(c.relative_change_pct),
+          fmt(c.old_min_ms, 1), fmt(c.new_min_ms, 1)) for c in changes],
     )
     if note := host_drift_note(changes, reference):
         stderr.print(note, markup=False)
