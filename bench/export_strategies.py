@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Latency of every export strategy (shift × attention × opset) in ONNX Runtime and OpenVINO.
+"""Latency of every export strategy (shift × attention × windows × opset) in ONNX Runtime and OpenVINO.
 
     python bench/export_strategies.py [--shape 1x3x192x320] [--iters 5] [--json out.json]
 
@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from elan_deploy.export import ATTENTION_STRATEGIES, SHIFT_STRATEGIES, ExportConfig, export_onnx, parse_shape  # noqa: E402
+from elan_deploy.export import ATTENTION_STRATEGIES, SHIFT_STRATEGIES, WINDOW_STRATEGIES, ExportConfig, export_onnx, parse_shape  # noqa: E402
 from elan_deploy.model import load_bundled  # noqa: E402
 
 
@@ -40,6 +40,7 @@ from elan_deploy.model import load_bundled  # noqa: E402
 class Row:
     shift: str
     attention: str
+    windows: str
     opset: int
     nodes: int
     attention_ops: int
@@ -51,7 +52,7 @@ class Row:
 
     @property
     def name(self) -> str:
-        return f"{self.shift}/{self.attention}@{self.opset}"
+        return f"{self.shift}/{self.attention}/{self.windows}@{self.opset}"
 
 
 def cpu_model() -> str:
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opsets", default="17,23", help="comma-separated opsets [17,23]")
     parser.add_argument("--shifts", default=",".join(SHIFT_STRATEGIES))
     parser.add_argument("--attentions", default=",".join(ATTENTION_STRATEGIES))
+    parser.add_argument("--windows", default=",".join(WINDOW_STRATEGIES))
     parser.add_argument("--keep", type=Path, help="keep the exported ONNX files in this folder")
     parser.add_argument("--json", type=Path, help="write rows and machine info as JSON here")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
@@ -122,13 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     runners: list[tuple[Row, str, object]] = []
     for opset in (int(o) for o in args.opsets.split(",")):
         for shift in args.shifts.split(","):
-            for attention in args.attentions.split(","):
+            for attention, windows in ((a, w) for a in args.attentions.split(",") for w in args.windows.split(",")):
                 if opset >= 23 and attention != "sdpa":
                     continue
-                config = ExportConfig(shift=shift, attention=attention, opset=opset)
-                path = folder / f"elan-light-x4.{shift}-{attention}-op{opset}.onnx"
+                config = ExportConfig(shift=shift, attention=attention, windows=windows, opset=opset)
+                path = folder / f"elan-light-x4.{shift}-{attention}-{windows}-op{opset}.onnx"
                 report = export_onnx(loaded, path, config)
-                row = Row(shift, attention, opset, report.node_count, report.attention_ops, round(report.seconds, 1))
+                row = Row(shift, attention, windows, opset, report.node_count, report.attention_ops, round(report.seconds, 1))
                 rows.append(row)
                 session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
                 row.ort_err = float(np.abs(session.run(None, {"lr": x})[0] - reference).max())
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    columns = ("shift/attention@opset", "nodes", "Attention ops", "ORT fp32 ms", "OV f32 ms", "ORT max|Δ|", "OV max|Δ|")
+    columns = ("shift/attention/windows@opset", "nodes", "Attention ops", "ORT fp32 ms", "OV f32 ms", "ORT max|Δ|", "OV max|Δ|")
     cells = [(r.name, str(r.nodes), str(r.attention_ops), med(r.ort_ms), med(r.ov_ms), f"{r.ort_err:.1e}", f"{r.ov_err:.1e}") for r in rows]
     table = Table(title=f"ELAN-light x4 export strategies, {args.shape}, {machine['cpu']} ({os.cpu_count()} CPUs): median (min) of {args.iters} runs")
     for i, col in enumerate(columns):

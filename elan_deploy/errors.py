@@ -9,7 +9,20 @@ from __future__ import annotations
 
 
 class ElanDeployError(Exception):
-    """A problem the user can fix; the message says how."""
+    """A problem the user can fix; the message says how. The CLI exits with `exit_code`.
+
+    Bad usage (a wrong flag, a missing or unreadable input, an unsafe output path) is 2; work
+    that was attempted and failed (an engine produced NaN, the disk filled up, some files of a
+    batch failed) is `WorkFailed`, exit 1.
+    """
+
+    exit_code = 2
+
+
+class WorkFailed(ElanDeployError):
+    """Valid usage, but the work failed (non-finite output, disk full, failed files); exit 1."""
+
+    exit_code = 1
 
 
 class ImageError(ElanDeployError):
@@ -26,3 +39,7 @@ class DatasetError(ElanDeployError):
 
 class RuntimeUnavailable(ElanDeployError):
     """A runtime's package or hardware is missing; the message names the extra to install."""
+
+
+class NonFiniteOutput(WorkFailed):
+    """An engine produced NaN or Inf; the message names the engine and suggests a precision."""

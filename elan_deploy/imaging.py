@@ -8,37 +8,47 @@ different resize kernel or colour matrix would shift reported PSNR by tenths of 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
 
-from elan_deploy.errors import DatasetError, ImageError
+from elan_deploy.errors import DatasetError, ElanDeployError, ImageError, NonFiniteOutput
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS_ENV",
+    "ImageInfo",
     "hwc_to_nchw",
     "imresize",
     "list_images",
     "modcrop",
     "nchw_to_hwc",
+    "pixel_limit",
     "read_image",
+    "read_image_info",
     "rgb_to_y",
     "rgb_to_ycbcr",
+    "check_finite",
     "to_uint8",
     "write_image",
     "ycbcr_to_rgb",
 ]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_WEBP = features.check("webp")  # Pillow wheels ship libwebp; a source build may not
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff") + ((".webp",) if _WEBP else ())
 
 # Pillow format names we decode/encode; anything else is refused so that only well-known,
 # widely used decoders ever see user files.
-_READ_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF")
+_READ_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF") + (("WEBP",) if _WEBP else ())
 _WRITE_FORMATS: dict[str, str] = {
     ".png": "PNG",
     ".jpg": "JPEG",
@@ -46,10 +56,21 @@ _WRITE_FORMATS: dict[str, str] = {
     ".bmp": "BMP",
     ".tif": "TIFF",
     ".tiff": "TIFF",
+    **({".webp": "WEBP"} if _WEBP else {}),
 }
-_READ_HINT = "pass a PNG, JPEG, BMP or TIFF file"
+_SAVE_OPTIONS: dict[str, dict[str, object]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+_READ_HINT = "pass a PNG, JPEG, BMP, TIFF" + (" or WebP file" if _WEBP else " file")
+# Decompression-bomb guard: images over this many pixels are refused from their header, before
+# any pixel is decoded. Pillow's own threshold (it only warns up to twice this); a 12000x12000
+# PNG of 420 KB would otherwise decode to 432 MB and upscale x4 into a 25.7 GiB float array.
+DEFAULT_MAX_PIXELS = 89_478_485
+MAX_PIXELS_ENV = "ELAN_DEPLOY_MAX_PIXELS"
 _ALPHA_MODES: frozenset[str] = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIXTEEN_BIT_MODES: frozenset[str] = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+# Single-channel modes (with or without alpha): the image is grayscale, whatever its values.
+_GRAY_MODES: frozenset[str] = frozenset({"1", "L", "LA", "La"}) | _SIXTEEN_BIT_MODES
+# EXIF orientations that turn the stored image by 90 degrees (displayed width = stored height).
+_SWAPPED_ORIENTATIONS: frozenset[int] = frozenset({5, 6, 7, 8})
 
 # MATLAB rgb2ycbcr (ITU-R BT.601, "studio swing" 16..235 / 16..240) on the 0..255 scale.
 _YCBCR_MATRIX: np.ndarray = np.array(
@@ -88,20 +109,52 @@ def _check_readable_path(path: Path) -> None:
         raise ImageError(f"cannot read image '{path}': file is empty; {_READ_HINT}")
 
 
-def _open_and_decode(path: Path) -> Image.Image:
-    """Open and fully decode a file, turning every Pillow failure into an ImageError.
+def pixel_limit(max_pixels: int | None = None) -> int:
+    """The decompression-bomb limit: `max_pixels` if given, else $ELAN_DEPLOY_MAX_PIXELS, else
+    DEFAULT_MAX_PIXELS (Pillow's own threshold)."""
+    if max_pixels is not None:
+        value, origin = max_pixels, "max_pixels"
+    elif os.environ.get(MAX_PIXELS_ENV, "").strip():
+        text = os.environ[MAX_PIXELS_ENV].strip()
+        try:
+            value, origin = int(text.replace("_", "")), MAX_PIXELS_ENV
+        except ValueError:
+            raise ElanDeployError(f"{MAX_PIXELS_ENV}='{text}' is not a whole number of pixels; e.g. {DEFAULT_MAX_PIXELS}") from None
+    else:
+        return DEFAULT_MAX_PIXELS
+    if value < 1:
+        raise ElanDeployError(f"{origin}={value} must be a positive number of pixels; e.g. {DEFAULT_MAX_PIXELS}")
+    return value
 
-    `load()` forces the whole pixel stream to be decoded, so truncated files fail here
-    instead of silently yielding a partially grey image (LOAD_TRUNCATED_IMAGES is left False).
-    """
+
+def _check_pixels(path: Path, size: tuple[int, int], limit: int) -> None:
+    width, height = size
+    if width * height > limit:
+        raise ImageError(
+            f"cannot read image '{path}': {width}x{height} is too large ({width * height / 1e6:.1f} megapixels, over the "
+            f"{limit / 1e6:.1f}-megapixel limit that guards against decompression bombs); if you trust the file, "
+            f"set {MAX_PIXELS_ENV}={width * height}"
+        )
+
+
+@contextlib.contextmanager
+def _opened(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
+    """Open a file (header only) with its size checked against the pixel limit, turning every
+    Pillow failure, in here or in the caller's body (decoding), into a one-line ImageError."""
+    limit = pixel_limit(max_pixels)
+    if Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # raised on purpose: Pillow would refuse what we allow
     try:
-        with Image.open(path, formats=_READ_FORMATS) as img:
-            img.load()
-            return img.copy()
+        with warnings.catch_warnings():  # the limit below replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path, formats=_READ_FORMATS)
+        with img:
+            _check_pixels(path, img.size, limit)
+            yield img
     except Image.DecompressionBombError as exc:
         raise ImageError(
             f"cannot read image '{path}': image is too large ({_one_line(exc)}); "
-            "pass a smaller image"
+            f"if you trust the file, raise {MAX_PIXELS_ENV}"
         ) from exc
     except UnidentifiedImageError as exc:
         raise ImageError(
@@ -116,6 +169,69 @@ def _open_and_decode(path: Path) -> Image.Image:
             f"cannot read image '{path}': file is truncated or corrupt ({_one_line(exc)}); "
             f"{_READ_HINT}"
         ) from exc
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1 = as stored); unreadable EXIF counts as 1."""
+    try:
+        return int(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # noqa: BLE001 - broken EXIF must not make a good image unreadable
+        return 1
+
+
+def _open_and_decode(path: Path, max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode a file, oriented as it is displayed (EXIF orientation applied).
+
+    `load()` forces the whole pixel stream to be decoded, so truncated files fail here
+    instead of silently yielding a partially grey image (LOAD_TRUNCATED_IMAGES is left False).
+    """
+    with _opened(path, max_pixels) as img:
+        img.load()
+        if _orientation(img) == 1:
+            return img.copy()
+        try:
+            oriented = ImageOps.exif_transpose(img)
+        except Exception:  # noqa: BLE001 - keep the stored orientation rather than fail
+            warnings.warn(f"image '{path}' has an unreadable EXIF orientation; it is used as stored", UserWarning, stacklevel=3)
+            return img.copy()
+        return oriented if oriented is not None else img.copy()
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a file's header says, without decoding its pixels.
+
+    `width`/`height` are as displayed (EXIF orientation applied), `grayscale` is true for
+    single-channel files (L, 1-bit, 16-bit gray, gray with alpha): `read_image(path,
+    keep_gray=True)` returns those as HxW, and the Upscaler keeps them grayscale.
+    """
+
+    width: int
+    height: int
+    mode: str
+    format: str
+    grayscale: bool
+    orientation: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def read_image_info(path: Path | str, max_pixels: int | None = None) -> ImageInfo:
+    """Header-only facts about an image file (size as displayed, mode, grayscale).
+
+    Fails like `read_image` for a missing, unrecognised or too large file, so a batch can
+    check its inputs (and the memory they need) before any engine is built.
+    """
+    path = Path(path)
+    _check_readable_path(path)
+    with _opened(path, max_pixels) as img:
+        orientation = _orientation(img)
+        width, height = img.size
+        if orientation in _SWAPPED_ORIENTATIONS:
+            width, height = height, width
+        return ImageInfo(width, height, img.mode, str(img.format), img.mode in _GRAY_MODES, orientation)
 
 
 def _has_alpha(img: Image.Image) -> bool:
@@ -134,8 +250,9 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
 
 
-def _pil_to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
-    """Convert any decoded Pillow mode to HxWx3 uint8 RGB."""
+def _pil_to_uint8(img: Image.Image, path: Path, keep_gray: bool) -> np.ndarray:
+    """Convert any decoded Pillow mode to HxWx3 uint8 RGB (HxW for grayscale if `keep_gray`)."""
+    expand = (lambda gray: gray) if keep_gray else _gray_to_rgb  # noqa: E731
     if _has_alpha(img):
         warnings.warn(
             f"image '{path}' has an alpha channel; it is ignored (only RGB is super-resolved)",
@@ -145,14 +262,14 @@ def _pil_to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
         img = img.convert("LA" if img.mode in ("LA", "La") else "RGBA")
         img = img.convert("L" if img.mode == "LA" else "RGB")
     if img.mode in _SIXTEEN_BIT_MODES:
-        return _gray_to_rgb(_sixteen_bit_to_uint8(np.asarray(img)))
+        return expand(_sixteen_bit_to_uint8(np.asarray(img)))
     if img.mode == "F":
         raise ImageError(
             f"cannot read image '{path}': floating-point images are not supported; "
             "convert it to an 8- or 16-bit image"
         )
     if img.mode in ("1", "L"):
-        return _gray_to_rgb(np.asarray(img.convert("L"), dtype=np.uint8))
+        return expand(np.array(img.convert("L"), dtype=np.uint8))
     try:
         rgb = img.convert("RGB")
     except (ValueError, OSError) as exc:
@@ -163,17 +280,20 @@ def _pil_to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
     return np.array(rgb, dtype=np.uint8)
 
 
-def read_image(path: Path | str) -> np.ndarray:
-    """Read a PNG/JPEG/BMP/TIFF file as HxWx3 uint8 RGB.
+def read_image(path: Path | str, *, keep_gray: bool = False, max_pixels: int | None = None) -> np.ndarray:
+    """Read a PNG/JPEG/BMP/TIFF/WebP file as HxWx3 uint8 RGB, oriented as displayed.
 
-    Grayscale is replicated to three channels, alpha is dropped with a warning and 16-bit
-    data is scaled to 8 bits, so the model always receives the same kind of input.
+    Grayscale is replicated to three channels (or, with `keep_gray`, returned as HxW so that
+    the Upscaler keeps it grayscale), alpha is dropped with a warning, 16-bit data is scaled to
+    8 bits and the EXIF orientation is applied, so the model always receives the picture the
+    user sees. Files over `pixel_limit(max_pixels)` pixels are refused from their header.
     """
     path = Path(path)
     _check_readable_path(path)
-    img = _open_and_decode(path)
-    image = _pil_to_rgb_uint8(img, path)
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+    img = _open_and_decode(path, max_pixels)
+    image = _pil_to_uint8(img, path, keep_gray)
+    channels_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)
+    if not channels_ok or image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"cannot read image '{path}': unexpected pixel layout; {_READ_HINT}")
     return image
 
@@ -184,21 +304,36 @@ def read_image(path: Path | str) -> np.ndarray:
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Round and clip a 0..255 image to uint8 exactly as saving a PNG would (NaN -> 0)."""
+    """Round and clip a 0..255 image to uint8 exactly as saving a PNG would.
+
+    NaN or Inf is refused (`NonFiniteOutput`), never turned into black or white pixels: a
+    picture made from them would look like a result and be garbage.
+    """
     array = np.asarray(image)
     if array.dtype == np.uint8:
         return array
-    values = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
-    return np.clip(np.round(values), 0, 255).astype(np.uint8)
+    check_finite(array, "image")
+    return np.clip(np.round(array), 0, 255).astype(np.uint8)
+
+
+FINITE_HINT = "run it in fp32 or bf16 (--precision fp32)"
+
+
+def check_finite(array: np.ndarray, what: str, hint: str = FINITE_HINT) -> None:
+    """Raise `NonFiniteOutput` naming `what` (and saying `hint`) when `array` holds NaN or Inf."""
+    if np.issubdtype(np.asarray(array).dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise NonFiniteOutput(f"{what} has {bad} NaN/Inf value(s) of {np.size(array)}; nothing was written; {hint}")
 
 
 def _output_format(path: Path) -> str:
     """Pick the Pillow format from the file extension, refusing unknown ones."""
     fmt = _WRITE_FORMATS.get(path.suffix.lower())
     if fmt is None:
+        webp = "" if _WEBP else " (.webp needs a Pillow built with libwebp)"
         raise ImageError(
             f"cannot write image '{path}': unsupported extension '{path.suffix}'; "
-            "use .png, .jpg, .jpeg, .bmp, .tif or .tiff"
+            f"use {', '.join(_WRITE_FORMATS)}{webp}"
         )
     return fmt
 
@@ -241,7 +376,7 @@ def _prepare_pixels(image: np.ndarray) -> np.ndarray:
 
 def _encode_to(path: Path, folder: Path, pixels: np.ndarray, fmt: str) -> None:
     """Encode into a temp file in `folder`, fsync it, then atomically move it onto `path`."""
-    options: dict[str, object] = {"quality": 95} if fmt == "JPEG" else {}
+    options = dict(_SAVE_OPTIONS.get(fmt, {}))
     tmp_name: str | None = None
     try:
         with tempfile.NamedTemporaryFile(
@@ -263,7 +398,8 @@ def _encode_to(path: Path, folder: Path, pixels: np.ndarray, fmt: str) -> None:
 
 
 def write_image(path: Path | str, image: np.ndarray) -> None:
-    """Write an HxWx3 image (uint8, or float 0..255 rounded) atomically.
+    """Write an HxWx3 (or HxW grayscale) image (uint8, or float 0..255 rounded) atomically, in
+    the format its extension names (.png, .jpg/.jpeg, .bmp, .tif/.tiff, .webp).
 
     Readers never see a half-written file: the data goes to a temp file in the same folder
     and is renamed over the target only once complete and fsynced.

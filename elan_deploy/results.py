@@ -63,12 +63,14 @@ def machine_info() -> dict[str, Any]:
     """What a reader needs to reproduce or discount a number."""
     import os
 
+    from elan_deploy.cpu import cpu_caps_detected
+
     flags = cpu_flags()
     return {
         "cpu": cpu_model(),
         "cpu_id": cpu_id(),
         "cores": os.cpu_count(),
-        "isa": sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni"}),
+        "isa": sorted(set(cpu_caps_detected().isa) | {f for f in flags if f in {"amx_int8", "avx_vnni"}}),
         "os": platform.platform(),
         "python": platform.python_version(),
         "elan_deploy": elan_deploy.__version__,

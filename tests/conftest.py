@@ -6,6 +6,7 @@ noise up to ~1e5, which makes any numeric comparison meaningless.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,11 @@ def model_source(bundled, exported_onnx):
     from elan_deploy.runtimes import ModelSource
 
     return ModelSource(bundled, onnx=exported_onnx)
+
+
+_PROGRESS_LINE = re.compile(r"^\[\d+:\d\d(:\d\d)?\] ")
+
+
+def message_lines(err: str) -> list[str]:
+    """The non-empty lines of a command's stderr, without the plain progress lines of a non-terminal."""
+    return [line for line in err.splitlines() if line.strip() and not _PROGRESS_LINE.match(line)]

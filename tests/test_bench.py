@@ -220,12 +220,13 @@ def test_a_worker_that_cannot_open_its_engine_reports_why(tmp_path: Path, bundle
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an onnx file")
     spec = WorkerSpec(
-        checkpoint=bundled.path, scale=4, runtime="onnxruntime", precision="fp32", shift="depthwise", attention="shared",
+        checkpoint=bundled.path, scale=4, runtime="onnxruntime", precision="fp32", shift="depthwise", attention="shared", windows="reshape",
         shape=(1, 3, 16, 16), threads=1, cache_dir=tmp_path / "cache", onnx=broken, work_dir=None,
     )
     with pytest.raises(WorkerFailed) as failure:
         LatencyWorker(spec)
-    assert failure.value.kind == "failed" and "model.onnx" in str(failure.value)  # the runtime's own error, not a timeout
+    assert failure.value.kind == "failed" and not failure.value.timed_out
+    assert "onnx" in str(failure.value).lower()  # the loader's own error about the file, not a timeout
 
 
 def test_a_busy_or_unsteady_machine_is_called_out(tiny_bench: Path) -> None:
@@ -246,7 +247,7 @@ def test_a_busy_or_unsteady_machine_is_called_out(tiny_bench: Path) -> None:
 
 def test_a_worker_that_dies_mid_run_is_reported_not_fatal(tmp_path: Path, bundled) -> None:
     spec = WorkerSpec(
-        checkpoint=bundled.path, scale=4, runtime="torch", precision="fp32", shift="depthwise", attention="shared",
+        checkpoint=bundled.path, scale=4, runtime="torch", precision="fp32", shift="depthwise", attention="shared", windows="reshape",
         shape=(1, 3, 16, 16), threads=1, cache_dir=tmp_path / "cache", onnx=None, work_dir=None,
     )
     worker = LatencyWorker(spec)
@@ -264,3 +265,212 @@ def test_no_cache_leaves_no_engine_behind(tmp_path: Path, exported_onnx: Path) -
     assert done.returncode == 0, done.stderr
     assert "removed on exit" in done.stdout
     assert not list(tmp_path.glob("elan-deploy-*"))
+
+
+# --- the plan adapts to the CPU, --time-limit, progress lines, argument checks -------------------------
+
+from elan_deploy.bench.compare import best_cell, headline_reference  # noqa: E402
+from elan_deploy.bench.matrix import Cell, build_matrix, plan_for_cpu  # noqa: E402
+from elan_deploy.console import PlainProgress  # noqa: E402
+from elan_deploy.cpu import FLAGS_ENV, CpuCaps, cpu_caps, parse_flags, precision_plan  # noqa: E402
+
+AVX2 = CpuCaps(parse_flags("avx2 fma"))
+ZEN4 = CpuCaps(parse_flags("avx2 avx512f avx512_vnni avx512_bf16"))
+SAPPHIRE_RAPIDS = CpuCaps(parse_flags("avx2 avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_bf16 amx_int8"))
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def test_the_cpu_override_replaces_the_detected_flags(monkeypatch) -> None:
+    monkeypatch.setenv(FLAGS_ENV, "AVX2, fma")
+    caps = cpu_caps()
+    assert caps.overridden and caps.flags == {"avx2", "fma"} and not caps.bf16
+    assert "assumed from" in caps.describe()
+    monkeypatch.delenv(FLAGS_ENV)
+    assert not cpu_caps().overridden
+
+
+@pytest.mark.skipif(not X86, reason="precision support is judged by x86 flags")
+def test_openvino_precision_follows_its_cpu_plugin_rules() -> None:
+    assert precision_plan("openvino", "bf16", AVX2).runs == "fp32"  # f32 when bf16 is asked on AVX2
+    assert precision_plan("openvino", "fp16", ZEN4).runs == "bf16"  # the plugin's default where f16 is not native
+    assert precision_plan("openvino", "fp16", SAPPHIRE_RAPIDS).runs == "fp16"
+    assert precision_plan("openvino", "int8", AVX2).runs == "int8+fp32"
+    assert not precision_plan("torch", "bf16", AVX2).native and precision_plan("torch", "bf16", ZEN4).native
+    assert precision_plan("torch-compile", "fp32", AVX2).native
+
+
+@pytest.mark.skipif(not X86, reason="precision support is judged by x86 flags")
+def test_default_plan_on_avx2_skips_emulated_cells_with_their_reason() -> None:
+    cells = build_matrix()
+    skips = plan_for_cpu(cells, None, AVX2)
+    assert {c.label for c in skips} == {"torch bf16", "torch-compile bf16", "openvino bf16", "openvino fp16"}
+    assert all("not native here" in s.reason and "this CPU has AVX2 (avx2)" in s.reason and "--precision" in s.reason for s in skips.values())
+    assert "openvino fp32 cell measures" in skips[Cell("openvino", "bf16")].reason
+    named = plan_for_cpu(cells, ["bf16"], AVX2)  # asked for by name: they run
+    assert {c.label for c in named} == {"openvino fp16"}
+
+
+@pytest.mark.skipif(not X86, reason="precision support is judged by x86 flags")
+def test_a_cell_that_would_run_another_cells_precision_is_a_duplicate() -> None:
+    cells = build_matrix()
+    skips = plan_for_cpu(cells, None, ZEN4)
+    assert list(skips) == [Cell("openvino", "fp16")]
+    assert skips[Cell("openvino", "fp16")].duplicate_of == "openvino bf16"
+    assert plan_for_cpu(cells, None, SAPPHIRE_RAPIDS) == {}  # f16 is native there: nothing to leave out
+    assert plan_for_cpu(cells, ["fp16", "bf16"], ZEN4) == {}
+
+
+def test_the_headline_ratio_is_against_the_fastest_torch_compile_cell() -> None:
+    def latency(runtime: str, precision: str, p50: float, shape: str = "1x3x180x320") -> dict:
+        return {"kind": "latency", "runtime": runtime, "precision": precision, "shape": shape, "p50_ms": p50}
+
+    doc = {"rows": [latency("torch", "fp32", 2000.0), latency("torch-compile", "fp32", 900.0), latency("torch-compile", "bf16", 1200.0),
+                    latency("torch-compile", "bf16", 10.0, "1x3x64x64")]}
+    assert headline_reference(doc, "1x3x180x320") == {
+        "cell": "torch-compile fp32", "runtime": "torch-compile", "precision": "fp32", "shape": "1x3x180x320", "p50_ms": 900.0}
+    assert reference_cell(doc, doc) == ("torch-compile", "fp32")
+    quality = [{"kind": "quality", "runtime": r, "precision": p, "dataset": "Set5", "psnr": v}
+               for r, p, v in (("torch", "fp32", 32.44), ("openvino", "int8", 32.40), ("openvino", "bf16", 32.43))]
+    doc["rows"] += quality + [latency("openvino", "int8", 300.0), latency("openvino", "bf16", 450.0)]
+    best = best_cell(doc, "1x3x180x320", "Set5")
+    assert best["cell"] == "openvino int8" and best["speedup_vs_reference"] == 3.0 and best["reference"] == "torch-compile fp32"
+    assert best_cell(doc, "1x3x180x320", "Set5", budget_db=0.02)["cell"] == "openvino bf16"  # int8 is 0.04 dB down
+    doc["rows"] = doc["rows"][:1]
+    assert headline_reference(doc, "1x3x180x320") is None and reference_cell(doc, doc) == ("torch", "fp32")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_progress_prints_each_step_and_a_throttled_heartbeat(capsys) -> None:
+    clock = _Clock()
+    bar = PlainProgress(every_s=30, min_gap_s=1, clock=clock)  # no `with`: the ticker thread stays off, the clock is ours
+    task = bar.add_task("bench", total=4)
+    clock.now = 5
+    bar.update(task, description="onnxruntime fp32: build")
+    clock.now = 5.5
+    bar.update(task, description="onnxruntime fp32: quality Set5")  # within the gap: held back
+    for i in range(3):  # advancing without a new step prints nothing until the heartbeat is due
+        clock.now = 10 + i
+        bar.advance(task)
+    clock.now = 75
+    bar.update(task, description="onnxruntime fp32: quality Set5")
+    bar.advance(task)
+    bar.stop()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "[0:00] bench  0/4 (0 %)",
+        "[0:05] onnxruntime fp32: build  0/4 (0 %)",
+        "[0:10] onnxruntime fp32: quality Set5  1/4 (25 %)",
+        "[1:15] onnxruntime fp32: quality Set5  3/4 (75 %)",
+        "[1:15] onnxruntime fp32: quality Set5  4/4 (100 %)  done",
+    ]
+
+
+@pytest.fixture(scope="module")
+def one_image_set(shared_data: Path, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("set5-one")
+    shutil.copy(shared_data / "Set5" / "HR" / "bird.png", folder / "bird.png")
+    return folder
+
+
+def _bench(args: list[str], out: Path, dataset: Path) -> list[str]:
+    # one thread: on a loaded 2-core machine two OpenMP threads wait on each other at every op
+    return ["bench", *args, "--shapes", "1x3x16x16", "--iters", "2", "--rounds", "2", "--time-budget", "0", "--threads", "1",
+            "--dataset", str(dataset), "--output", str(out)]
+
+
+def test_bench_on_a_masked_avx2_cpu_skips_bf16_and_logs_plain_progress(one_image_set: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv(FLAGS_ENV, "avx2")
+    out = tmp_path / "out"
+    assert main(_bench(["--runtime", "torch", "--time-limit", "600"], out, one_image_set)) == 0
+    err = capsys.readouterr().err
+    doc = json.loads((out / "results.json").read_text())
+    rows = {(r["runtime"], r["precision"], r["kind"]): r for r in doc["rows"]}
+    assert set(rows) == {("torch", "fp32", "quality"), ("torch", "fp32", "latency"), ("torch", "bf16", "skipped")}
+    assert "emulates bf16" in rows["torch", "bf16", "skipped"]["reason"]
+    assert doc["machine"]["isa_assumed"] == ["avx2"]
+    assert "plan for AVX2 (avx2), assumed from $ELAN_DEPLOY_CPU_FLAGS: 1 of 2 cells run; left out on this CPU: torch bf16" in err
+    steps = [line for line in err.splitlines() if line.startswith("[")]
+    assert "\x1b[" not in err  # no terminal control codes in a log
+    assert steps[0].startswith("[0:00] bench  0/4 (0 %)") and steps[-1].endswith("4/4 (100 %)  done")
+    assert any("torch fp32: latency 1x3x16x16" in line for line in steps)
+
+
+def test_time_limit_turns_cells_not_reached_into_skipped_rows(one_image_set: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(_bench(["--runtime", "torch,onnxruntime", "--precision", "fp32", "--time-limit", "0.001"], out, one_image_set)) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {(r["runtime"], r["kind"]) for r in rows} == {("torch", "skipped"), ("onnxruntime", "skipped")}
+    assert all(r["reason"] == "--time-limit 0.001 s reached before its quality" for r in rows)
+    assert "Not run here" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow  # six OpenVINO builds: about a minute on a quiet 2-core machine
+@pytest.mark.skipif(not X86, reason="precision support is judged by x86 flags")
+def test_a_duplicate_the_flags_missed_is_caught_from_the_engines_report(
+    one_image_set: Path, exported_onnx: Path, tmp_path: Path, monkeypatch,
+) -> None:
+    pytest.importorskip("openvino")
+    if {"avx512_fp16", "amx_fp16"} & cpu_caps().flags:
+        pytest.skip("OpenVINO runs f16 natively on this CPU: fp16 is no duplicate here")
+    monkeypatch.setenv(FLAGS_ENV, "avx2 avx512f avx512_bf16 avx512_fp16")  # claims f16: the plan keeps openvino fp16
+    out = tmp_path / "out"
+    assert main(_bench(["--runtime", "openvino", "--quick", "--onnx", str(exported_onnx)], out, one_image_set)) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    fp16 = [r for r in rows if (r["runtime"], r["precision"]) == ("openvino", "fp16")]
+    assert [r["kind"] for r in fp16] == ["quality", "skipped"]  # measured once for quality, not timed twice
+    assert fp16[1]["duplicate_of"] in ("openvino fp32", "openvino bf16")
+    assert f"reported {fp16[0]['precision_used']}" in fp16[1]["reason"]
+    assert not any(r["kind"] == "latency" and r["precision"] == "fp16" for r in rows)
+
+
+@pytest.mark.parametrize("flags, code", [
+    (["--threads", "-3"], 2), (["--threads", "0"], 2), (["--bogus"], 2), (["--rounds", "0"], 2), (["--time-limit", "-5"], 2),
+    (["--runtime", "tensorflow"], 2), (["--precision", "fp8"], 2), (["--shapes", "1x3x0x5"], 2), (["--dataset", "NoSuchSet"], 2),
+])
+def test_bad_arguments_exit_2_before_any_work_and_leave_no_folder(flags: list[str], code: int, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "out"
+    try:
+        got = main(["bench", *flags, "--output", str(out)])
+    except SystemExit as exc:  # argparse's own checks
+        got = exc.code
+    assert got == code
+    assert not (tmp_path / "new").exists()
+
+
+def test_output_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    taken = tmp_path / "results"
+    taken.write_text("mine")
+    assert main(["bench", "--output", str(taken)]) == 2
+    assert taken.read_text() == "mine"
+
+
+def test_asking_only_for_what_cannot_run_exits_1(tmp_path: Path, capsys) -> None:
+    from elan_deploy.runtimes import is_available
+
+    if is_available("tensorrt") is None:
+        pytest.skip("TensorRT runs here")
+    out = tmp_path / "out"
+    assert main(["bench", "--runtime", "tensorrt", "--output", str(out)]) == 1
+    assert "nothing it asked for can run here" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_torch_compile_baseline_matches_eager(bundled) -> None:
+    """The frozen inductor graph computes the reference model (compiles for about a minute)."""
+    import numpy as np
+
+    from elan_deploy.runtimes import Precision
+    from elan_deploy.runtimes.torch_rt import CompiledTorchEngine, TorchEngine
+
+    x = np.tile(np.linspace(0, 255, 32, dtype=np.float32), (1, 3, 32, 1))
+    eager = TorchEngine(bundled.model, Precision.FP32)(x)
+    compiled = CompiledTorchEngine(bundled.model, Precision.FP32)(x)
+    assert np.abs(compiled - eager).max() <= 1e-3 * np.abs(eager).max()

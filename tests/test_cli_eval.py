@@ -12,6 +12,7 @@ import torch
 
 from elan_deploy.cli import main
 from elan_deploy.model.checkpoint import BUNDLED_WEIGHTS
+from tests.conftest import message_lines
 
 PAPER_PSNR = {"Set5": 32.43, "Set14": 28.78, "B100": 27.69}
 
@@ -24,7 +25,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 def assert_one_line_error(code: int, err: str, needle: str) -> None:
     assert code != 0
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = message_lines(err)
     assert len(lines) == 1, err
     assert needle in lines[0], lines[0]
 

@@ -18,6 +18,7 @@ from elan_deploy.calibration.int8 import QuantizeConfig, int8_onnx_for, write_in
 from elan_deploy.calibration.sensitivity import BudgetNotMet
 from elan_deploy.export.metadata import read_props
 from tests.conftest import natural_crop
+from tests.conftest import message_lines
 
 FAST = QuantizeConfig(patches=6, patch_size=32, heldout_size=32, budget_db=2.0)
 
@@ -187,7 +188,7 @@ def test_test_set_as_calibration_is_refused_by_the_cli(exported_onnx, shared_dat
         "quantize", "--onnx", str(exported_onnx), "--calib-dir", str(shared_data / "Set5" / "HR"), "--output", str(tmp_path / "x.onnx"),
     ])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "test set" in err
+    assert code == 2 and len(message_lines(err)) == 1 and "test set" in err
     assert not (tmp_path / "x.onnx").exists()
 
 

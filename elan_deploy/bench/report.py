@@ -1,5 +1,8 @@
-"""Benchmark outputs: results.json (common schema), report.md, a latency-vs-PSNR plot and a
-side-by-side crop for people who would rather look than read."""
+"""Benchmark report: report.md from a results document (the common schema).
+
+The pictures live in `bench.figures`; `write_scatter` and `write_crops` are re-exported here
+for callers that import them from this module.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from elan_deploy.bench.figures import write_crop_figure, write_crops, write_scatter
 from elan_deploy.bench.matrix import row_label
-from elan_deploy.fileio import atomic_path, write_bytes_atomic
+from elan_deploy.fileio import write_bytes_atomic
+from elan_deploy.bench.compare import headline_reference
+
+__all__ = ["render_markdown", "summary_rows", "unsteady_machine_warning", "write_crop_figure", "write_crops",
+           "write_report", "write_scatter"]
 
 
 def _cells(rows: list[dict[str, Any]]) -> list[str]:
@@ -25,7 +33,8 @@ def summary_rows(doc: dict[str, Any], main_shape: str, dataset: str) -> list[dic
     latency = {row_label(r): r for r in rows if r.get("kind") == "latency" and r.get("shape") == main_shape}
     quality = {row_label(r): r for r in rows if r.get("kind") == "quality" and r.get("dataset") == dataset}
     base_eager = latency.get("torch fp32", {}).get("p50_ms")
-    base_compile = latency.get("torch-compile bf16", {}).get("p50_ms")
+    reference = headline_reference(doc, main_shape)  # the fastest torch-compile cell of this run
+    base_compile = reference["p50_ms"] if reference else None
     ref_psnr = quality.get("torch fp32", {}).get("psnr")
     out = []
     for label in _cells([r for r in rows if r.get("kind") in ("latency", "quality")]):
@@ -39,7 +48,7 @@ def summary_rows(doc: dict[str, Any], main_shape: str, dataset: str) -> list[dic
             "images_per_s": lat.get("images_per_s"), "output_mpix_per_s": lat.get("output_mpix_per_s"),
             "min_ms": lat.get("min_ms"), "engine_rss_mb": lat.get("engine_rss_mb"), "build_s": lat.get("build_s"), "engine_mb": lat.get("engine_mb"),
             "speedup_vs_eager": base_eager / p50 if p50 and base_eager else None,
-            "speedup_vs_compile_bf16": base_compile / p50 if p50 and base_compile else None,
+            "speedup_vs_compile": base_compile / p50 if p50 and base_compile else None,
             "psnr": q.get("psnr"), "ssim": q.get("ssim"),
             "delta_db": q["psnr"] - ref_psnr if q.get("psnr") is not None and ref_psnr is not None else None,
             "fidelity_psnr": q.get("fidelity_psnr", lat.get("latency_input_fidelity_psnr")),
@@ -108,15 +117,17 @@ def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
         "",
     ]
     header = ["cell", "precision used", "threads", "min ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "out MP/s", "engine RSS MB",
-              "vs torch eager", "vs torch.compile bf16", f"{dataset} PSNR", "Δ dB", "SSIM", "fidelity dB", "build s"]
+              "vs torch eager", f"vs {ref['cell'] if (ref := headline_reference(doc, main_shape)) else 'torch.compile'}", f"{dataset} PSNR", "Δ dB", "SSIM", "fidelity dB", "build s"]
     body = [[
         s["cell"], _fmt(s["used"]), _fmt(s["threads"]), _fmt(s["min_ms"], 1), _fmt(s["p50_ms"], 1), _fmt(s["p90_ms"], 1),
         _fmt(s["p99_ms"], 1), _fmt(s["images_per_s"], 3), _fmt(s["output_mpix_per_s"], 3), _fmt(s["engine_rss_mb"], 0),
         _fmt(s["speedup_vs_eager"]) + ("×" if s["speedup_vs_eager"] else ""),
-        _fmt(s["speedup_vs_compile_bf16"]) + ("×" if s["speedup_vs_compile_bf16"] else ""),
+        _fmt(s["speedup_vs_compile"]) + ("×" if s["speedup_vs_compile"] else ""),
         _fmt(s["psnr"], 4), _fmt(s["delta_db"], 4), _fmt(s["ssim"], 4), _fmt(s["fidelity_psnr"]), _fmt(s["build_s"], 1),
     ] for s in summary_rows(doc, main_shape, dataset)]
     parts += [markdown_table(header, body), ""]
+    if best := doc.get("best_cell"):
+        parts += [f"Fastest cell within 0.05 dB of torch fp32 on this machine: **{best.get('cell', best) if isinstance(best, dict) else best}**.", ""]
 
     quality = [r for r in doc["rows"] if r.get("kind") == "quality"]
     if quality:
@@ -130,9 +141,9 @@ def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
     if latency:
         parts += ["## Latency per shape", "", LATENCY_NOTE, ""]
         parts.append(markdown_table(
-            ["cell", "shape", "engine shape", "iters × rounds", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "round spread %",
+            ["cell", "shape", "engine shape", "timed runs", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "round spread %",
              "img/s", "out MP/s", "peak RSS MB", "engine RSS MB", "engine MB", "other CPU %", "steal %"],
-            [[row_label(r), r["shape"], r["engine_shape"], f"{r['iterations']} × {r.get('rounds', 1)}", _fmt(r["min_ms"], 1),
+            [[row_label(r), r["shape"], r["engine_shape"], _timed_runs(r), _fmt(r["min_ms"], 1),
               _fmt(r["p50_ms"], 1), _fmt(r["p90_ms"], 1), _fmt(r["p99_ms"], 1), _fmt(r["max_ms"], 1), _fmt(r.get("round_spread_pct"), 1),
               _fmt(r["images_per_s"], 3), _fmt(r["output_mpix_per_s"], 3), _fmt(r["peak_rss_mb"], 0), _fmt(r.get("engine_rss_mb"), 0),
               _fmt(r.get("engine_mb")), _fmt(r.get("other_cpu_pct"), 1), _fmt(r.get("steal_pct"), 1)] for r in latency],
@@ -150,62 +161,22 @@ def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
 
 LATENCY_NOTE = (
     "Each engine runs in its own process, static for its shape; the rounds of all engines at a shape are interleaved, so "
-    "a slow spell of the machine lands on all of them. Round spread is (slowest − fastest round median) / p50. Peak RSS is "
+    "a slow spell of the machine lands on all of them. Timed runs counts every timed run, all rounds together "
+    "(\"25 in 5 rounds of 5\"); warm-up runs are not counted. Round spread is (slowest − fastest round median) / p50. Peak RSS is "
     "the worker's high-water mark (Python and torch included); engine RSS is what loading and running the engine added. "
     "Other CPU % is machine CPU used by other processes while the shape was timed, steal % what the hypervisor took: "
     "above a few percent, treat the numbers as noisy."
 )
 
 
+def _timed_runs(row: dict[str, Any]) -> str:
+    """`iterations` counts every timed run; the rounds share them."""
+    runs, rounds = row["iterations"], row.get("rounds", 1)
+    if rounds <= 1:
+        return f"{runs} in 1 round"
+    per_round = f" of {runs // rounds}" if runs % rounds == 0 else ""
+    return f"{runs} in {rounds} rounds{per_round}"
+
+
 def write_report(doc: dict[str, Any], path: Path, main_shape: str, dataset: str) -> None:
     write_bytes_atomic(path, render_markdown(doc, main_shape, dataset).encode())
-
-
-def write_scatter(doc: dict[str, Any], path: Path, main_shape: str, dataset: str) -> str | None:
-    """Latency-vs-PSNR scatter; returns why it was not drawn, if so."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed; pip install 'elan-deploy[plot]'"
-    points = [s for s in summary_rows(doc, main_shape, dataset) if s["p50_ms"] and s["psnr"] is not None]
-    if not points:
-        return "no cell has both latency and quality"
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    for s in points:
-        ax.scatter(s["p50_ms"], s["psnr"], s=40)
-        ax.annotate(s["cell"], (s["p50_ms"], s["psnr"]), textcoords="offset points", xytext=(5, 3), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"p50 latency at {main_shape} (ms, log scale)")
-    ax.set_ylabel(f"{dataset} Y-PSNR (dB)")
-    ax.set_title(f"{doc['rows'][0]['model']}: latency vs quality — {doc['machine']['cpu']}")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return None
-
-
-def write_crops(panels: list[tuple[str, np.ndarray]], path: Path, box: tuple[int, int, int]) -> None:
-    """Side-by-side crops (each HxWx3 uint8 at HR size) with a caption strip under each."""
-    from PIL import Image, ImageDraw
-
-    top, left, size = box
-    zoom = 3
-    tiles = []
-    for caption, image in panels:
-        crop = Image.fromarray(image[top : top + size, left : left + size]).resize((size * zoom, size * zoom), Image.NEAREST)
-        canvas = Image.new("RGB", (crop.width, crop.height + 22), "white")
-        canvas.paste(crop, (0, 0))
-        ImageDraw.Draw(canvas).text((4, crop.height + 5), caption, fill="black")
-        tiles.append(canvas)
-    strip = Image.new("RGB", (sum(t.width for t in tiles) + 6 * (len(tiles) - 1), tiles[0].height), "white")
-    x = 0
-    for tile in tiles:
-        strip.paste(tile, (x, 0))
-        x += tile.width + 6
-    with atomic_path(path) as tmp:
-        strip.save(tmp, format="PNG")

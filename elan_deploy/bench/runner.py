@@ -4,6 +4,11 @@ Every cell goes through the same code: an engine from `open_engine`, the `Upscal
 images, the paper's metrics for quality and the torch FP32 output as the fidelity reference.
 Latency uses a static engine per shape, loaded in its own worker process (`bench.worker`) and
 timed in rounds interleaved with every other engine's, on a natural input.
+
+The plan (`BenchConfig.planned`) says which cells this CPU leaves out and why; a deadline
+(`--time-limit`) is checked between steps, and cells not reached become skipped rows that say
+so. Progress goes to `on_step` as "<cell>: <phase> ..." with the phases export, build,
+calibration, quality and latency, so a plain log reads as what is happening.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 
 from elan_deploy.bench.allocator import Allocator
 from elan_deploy.bench.latency import CpuLoad, LatencyConfig, LatencyStats
-from elan_deploy.bench.matrix import Cell, unavailable_reason
+from elan_deploy.bench.matrix import Cell, PlannedSkip, unavailable_reason
 from elan_deploy.bench.worker import LatencyWorker, WorkerFailed, WorkerSpec
 from elan_deploy.datasets import SRDataset
 from elan_deploy.errors import ElanDeployError
@@ -31,6 +36,7 @@ from elan_deploy.results import ResultRow
 from elan_deploy.runtimes import DEFAULT_SHAPES, BuildOptions, EngineCache, ModelSource, ShapeRange, build_engine, needs_build, open_engine
 from elan_deploy.upscale import Upscaler, round_up
 
+ONNX_RUNTIMES = ("onnxruntime", "openvino", "tensorrt")  # runtimes built from the exported ONNX
 SLOW_TO_PREPARE = {"torch-compile": "compiles for minutes per shape", "int8": "calibration and sensitivity search take minutes"}
 
 
@@ -45,6 +51,14 @@ class BenchConfig:
     cache: EngineCache = field(default_factory=EngineCache)  # workers load the engines the bench builds here
     onnx: Path | None = None  # an exported FP32 ONNX to use for the default-strategy cells
     allocator: Allocator = "keep"  # malloc in the latency workers, see `bench.allocator`
+    planned: dict[Cell, PlannedSkip] = field(default_factory=dict)  # cells the default plan leaves out on this CPU
+    asked_precisions: list[str] = field(default_factory=list)  # named by --precision: never marked duplicate
+    deadline: float | None = None  # time.monotonic() after which no new step starts (--time-limit)
+    time_limit_s: float | None = None
+    reference_added: bool = False  # torch fp32 joined the plan as the fidelity reference, not by the user's filters
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 @dataclass
@@ -66,17 +80,19 @@ class BenchRunner:
         self.sources: dict[tuple[str, str], ModelSource] = {}
         self.reference: dict[str, list[np.ndarray]] = {}  # dataset -> torch fp32 float outputs
         self.reference_latency_out: dict[str, np.ndarray] = {}
+        self._exported: set[tuple[str, str]] = set()  # export strategies whose ONNX exists
 
     @property
     def scale(self) -> int:
         return self.loaded.config.scale
 
     def source(self, cell: Cell) -> ModelSource:
-        key = (cell.shift, cell.attention)
+        key = (cell.shift, cell.attention, cell.windows)
         if key not in self.sources:
-            given = self.config.onnx if key == ("depthwise", "shared") else None
+            given = self.config.onnx if key == ("depthwise", "shared", "reshape") else None
             self.sources[key] = ModelSource(
-                self.loaded, shift=cell.shift, attention=cell.attention, onnx=given, work_dir=self.config.work_dir / "onnx"
+                self.loaded, shift=cell.shift, attention=cell.attention, windows=cell.windows, onnx=given,
+                work_dir=self.config.work_dir / "onnx",
             )
         return self.sources[key]
 
@@ -84,7 +100,7 @@ class BenchRunner:
         info = engine.info if engine is not None else None
         extra = {"kind": fields.pop("kind")}
         if cell.uses_export:
-            extra.update(shift=cell.shift, attention=cell.attention)
+            extra.update(shift=cell.shift, attention=cell.attention, windows=cell.windows)
         extra.update(fields.pop("extra", {}))
         return ResultRow(
             model=self.loaded.config.model_id, runtime=cell.runtime, precision=cell.precision,
@@ -94,14 +110,19 @@ class BenchRunner:
             threads=info.threads if info else None, extra=extra, **fields,
         )
 
-    def skip_reason(self, cell: Cell) -> str | None:
-        """Why a cell does not run: a missing runtime first (its install hint is what to act on), then --quick."""
+    def skip_reason(self, cell: Cell, phase: str = "quality", timed: bool = True) -> str | None:
+        """Why a cell does not run: a missing runtime first (its install hint is what to act on), then
+        the CPU plan, --quick, and the time limit."""
         if reason := unavailable_reason(cell):
             return reason
+        if planned := self.config.planned.get(cell):
+            return planned.reason
         if self.config.quick:
             for key, why in SLOW_TO_PREPARE.items():
                 if key in (cell.runtime, cell.precision):
                     return f"--quick skips it ({why})"
+        if timed and self.config.out_of_time():
+            return f"--time-limit {self.config.time_limit_s:g} s reached before its {phase}"
         return None
 
     def steps(self, cells: list[Cell]) -> int:
@@ -116,6 +137,7 @@ class BenchRunner:
             if self._guarded(cell, results[cell], lambda: self._quality_cell(cell, results[cell])):
                 runnable.append(cell)
             self.on_advance()
+        runnable = self._drop_reported_duplicates(runnable, results)
         for shape in self.config.shapes:
             for cell in cells:
                 if cell not in runnable:
@@ -123,10 +145,50 @@ class BenchRunner:
             self._latency_shape(shape, runnable, results)
         return list(results.values())
 
+    def _drop_reported_duplicates(self, cells: list[Cell], results: dict[Cell, CellResult]) -> list[Cell]:
+        """Cells whose engine reported the precision an earlier cell of its runtime already ran are not timed again.
+
+        The plan predicts duplicates from the CPU flags; this catches what the flags did not
+        predict, from what the engines reported while quality was measured.
+        """
+        first: dict[tuple[str, str, str, str], Cell] = {}
+        kept = []
+        for cell in cells:
+            used = next((row.precision_used for row in results[cell].rows if row.extra.get("kind") == "quality"), None)
+            key = (cell.runtime, cell.shift, cell.attention, cell.windows, str(used))
+            if used is not None and key in first and cell.precision not in self.config.asked_precisions:
+                original = first[key].label
+                reason = (f"duplicate of {original}: the engine reported {used} for {cell.precision}, as {original} did; "
+                          f"--precision {cell.precision} times it anyway")
+                results[cell].rows.append(self._row(cell, None, kind="skipped", extra={"reason": reason, "duplicate_of": original}))
+                continue
+            if used is not None:
+                first[key] = cell
+            kept.append(cell)
+        return kept
+
+    def _step(self, cell: Cell, phase: str, detail: str = "") -> None:
+        self.on_step(f"{cell.label}: {phase}{' ' + detail if detail else ''}")
+
+    def _build_phase(self, cell: Cell) -> str:
+        return "build + calibration (T91, minutes)" if cell.precision == "int8" else "build"
+
+    def _export(self, cell: Cell) -> None:
+        """Export the ONNX once per strategy as its own step, so the log shows it apart from the builds."""
+        key = (cell.shift, cell.attention, cell.windows)
+        if cell.runtime in ONNX_RUNTIMES and key not in self._exported:
+            if self.source(cell).onnx is None:
+                self._step(cell, "export", f"ONNX ({cell.shift}/{cell.attention}/{cell.windows})")
+            self.source(cell).onnx_path()
+            self._exported.add(key)
+
     def _guarded(self, cell: Cell, result: CellResult, step: Callable[[], object], shape: Shape | None = None) -> bool:
         """Run one step of a cell; a skip or crash becomes that cell's row, never the whole run's end."""
         where = {"shape": _text(shape)} if shape else {}
-        if reason := self.skip_reason(cell):
+        if reason := self.skip_reason(cell, f"latency at {_text(shape)}" if shape else "quality"):
+            planned = self.config.planned.get(cell)
+            if planned and planned.duplicate_of:
+                where["duplicate_of"] = planned.duplicate_of
             result.rows.append(self._row(cell, None, kind="skipped", extra={"reason": reason, **where}))
             return False
         try:
@@ -144,7 +206,8 @@ class BenchRunner:
     def _quality_cell(self, cell: Cell, result: CellResult) -> None:
         if cell.runtime == "torch-compile" or not self.config.datasets:
             return  # torch.compile recompiles per image size: latency only
-        self.on_step(f"{cell.label}: build for quality")
+        self._export(cell)
+        self._step(cell, self._build_phase(cell), "(engine for quality)" if needs_build(cell.runtime) else "(load)")
         options = BuildOptions(threads=self.config.threads)
         t0 = time.perf_counter()
         engine = open_engine(self.source(cell), cell.runtime, cell.precision, DEFAULT_SHAPES, options, self.config.cache)
@@ -153,7 +216,7 @@ class BenchRunner:
     def _quality(self, cell: Cell, engine, result: CellResult, build_s: float) -> None:
         upscaler = Upscaler(engine, self.scale, tile=None)
         for dataset in self.config.datasets:
-            self.on_step(f"{cell.label}: {dataset.name}")
+            self._step(cell, "quality", f"{dataset.name} ({len(dataset)} images)")
             scores, fidelity, outputs = [], [], []
             reference = self.reference.get(dataset.name)
             for i, sample in enumerate(dataset):
@@ -187,7 +250,6 @@ class BenchRunner:
             try:
                 while pending and (not batch or (len(batch) < MAX_WORKERS and available_memory_mb() > MEMORY_RESERVE_MB)):
                     cell = pending.pop(0)
-                    self.on_step(f"{cell.label}: open engine for {_text(shape)}")
                     if (opened := self._open_worker(cell, shape, padded, results[cell])) is not None:
                         batch[cell] = opened
                 self._time_batch(shape, batch, results)
@@ -204,9 +266,13 @@ class BenchRunner:
         load.watch(os.getpid())
         for opened in batch.values():
             load.watch(opened.worker.pid)
+        cut_after: int | None = None
         for r in range(config.rounds):
+            if r and self.config.out_of_time():  # every opened engine gets at least one round
+                cut_after = r
+                break
             for cell in list(batch):
-                self.on_step(f"latency {_text(shape)}: round {r + 1}/{config.rounds}, {cell.label}")
+                self._step(cell, "latency", f"{_text(shape)} round {r + 1}/{config.rounds}")
                 time.sleep(config.settle_s)
                 done = rounds[cell]
                 if r == 0:
@@ -227,8 +293,9 @@ class BenchRunner:
             except WorkerFailed as exc:
                 self._drop_worker(cell, shape, batch, load, exc, results[cell])
         load.finish()
+        note = f"--time-limit reached: {cut_after} of {config.rounds} rounds timed" if cut_after else None
         for cell, opened in batch.items():
-            self._latency_row(cell, shape, opened, rounds[cell], peaks[cell], load, results[cell])
+            self._latency_row(cell, shape, opened, rounds[cell], peaks[cell], load, results[cell], note)
 
     def _drop_worker(self, cell: Cell, shape: Shape, batch: dict[Cell, OpenWorker], load: CpuLoad, exc: WorkerFailed, result: CellResult) -> None:
         load.unwatch(batch.pop(cell).worker.pid)
@@ -244,23 +311,39 @@ class BenchRunner:
             nonlocal build_s, size_mb
             t0 = time.perf_counter()
             if needs_build(cell.runtime):
+                self._export(cell)
+                self._step(cell, self._build_phase(cell), f"(static engine for {_text(shape)})")
                 folder = build_engine(source, cell.runtime, cell.precision, ShapeRange.static(padded), options, self.config.cache)
                 size_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
             build_s = time.perf_counter() - t0
 
         spec = WorkerSpec(
             checkpoint=self.loaded.path, scale=self.scale, runtime=cell.runtime, precision=cell.precision,
-            shift=cell.shift, attention=cell.attention, shape=padded, threads=self.config.threads,
+            shift=cell.shift, attention=cell.attention, windows=cell.windows, shape=padded, threads=self.config.threads,
             cache_dir=self.config.cache.root, onnx=source.onnx, work_dir=source.work_dir, allocator=self.config.allocator,
         )
         started: list[LatencyWorker] = []
-        if not self._guarded(cell, result, build, shape) or not self._guarded(cell, result, lambda: started.append(LatencyWorker(spec)), shape):
+
+        def start() -> None:
+            doing = "compile + warm-up" if cell.runtime == "torch-compile" else "load + warm-up"
+            self._step(cell, "latency", f"{_text(shape)} {doing} in its worker")
+            if self.config.deadline is None:
+                started.append(LatencyWorker(spec))
+                return
+            try:  # a compile that runs past the limit is stopped (torch.compile takes minutes per shape)
+                started.append(LatencyWorker(spec, ready_timeout_s=max(30.0, self.config.deadline - time.monotonic())))
+            except WorkerFailed as exc:
+                if exc.timed_out and self.config.out_of_time():
+                    raise ElanDeployError(f"--time-limit {self.config.time_limit_s:g} s reached while it opened its engine") from None
+                raise
+
+        if not self._guarded(cell, result, build, shape) or not self._guarded(cell, result, start, shape):
             return None
         return OpenWorker(started[0], build_s + started[0].ready.open_s, size_mb)
 
     def _latency_row(
         self, cell: Cell, shape: Shape, opened: OpenWorker, rounds: list[list[float]], peak_mb: float, load: CpuLoad,
-        result: CellResult,
+        result: CellResult, note: str | None = None,
     ) -> None:
         ready = opened.worker.ready
         stats = LatencyStats.from_rounds(rounds, shape, self.scale)
@@ -276,7 +359,7 @@ class BenchRunner:
             "peak_rss_mb": round(peak_mb, 1), "engine_rss_mb": round(peak_mb - ready.rss_before_open_mb, 1),
             "allocator": ready.allocator, "other_cpu_pct": load.other_pct, "steal_pct": load.steal_pct, "loadavg_1m": load.loadavg_1m,
             "engine_mb": round(opened.size_mb, 2) if opened.size_mb is not None else None,
-            "latency_input_fidelity_psnr": fidelity,
+            "latency_input_fidelity_psnr": fidelity, "note": note,
         }
         result.rows.append(self._row(cell, _InfoOnly(ready.info), kind="latency", extra={k: v for k, v in extra.items() if v is not None}))
 

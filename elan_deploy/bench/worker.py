@@ -37,6 +37,7 @@ class WorkerSpec:
     precision: str
     shift: str
     attention: str
+    windows: str
     shape: tuple[int, int, int, int]  # padded NCHW the engine is static for
     threads: int | None
     cache_dir: Path
@@ -55,9 +56,10 @@ class WorkerReady:
 
 
 class WorkerFailed(Exception):
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, timed_out: bool = False) -> None:
         super().__init__(message)
         self.kind = kind  # "skipped" (an ElanDeployError: a known limit) or "failed" (a crash)
+        self.timed_out = timed_out  # the worker was stopped for not answering in time
 
 
 def _open(spec: WorkerSpec):
@@ -65,7 +67,9 @@ def _open(spec: WorkerSpec):
     from elan_deploy.runtimes import BuildOptions, EngineCache, ModelSource, ShapeRange, open_engine
 
     loaded = load_checkpoint(spec.checkpoint, scale=spec.scale)
-    source = ModelSource(loaded, shift=spec.shift, attention=spec.attention, onnx=spec.onnx, work_dir=spec.work_dir)
+    source = ModelSource(
+        loaded, shift=spec.shift, attention=spec.attention, windows=spec.windows, onnx=spec.onnx, work_dir=spec.work_dir
+    )
     options = BuildOptions(threads=spec.threads)
     return open_engine(source, spec.runtime, spec.precision, ShapeRange.static(spec.shape), options, EngineCache(spec.cache_dir))
 
@@ -100,6 +104,9 @@ def _serve(conn: mp.connection.Connection, spec: WorkerSpec) -> None:
 
 
 def worker_main(conn: mp.connection.Connection, spec: WorkerSpec) -> None:
+    import rich
+
+    rich.reconfigure(quiet=True)  # a worker answers through its pipe; library progress bars (NNCF) would only litter the log
     try:
         _serve(conn, spec)
     except ElanDeployError as exc:
@@ -136,7 +143,7 @@ class LatencyWorker:
     def _expect(self, tag: str, timeout_s: float) -> Any:
         if not self._conn.poll(timeout_s):
             self.close()
-            raise WorkerFailed("failed", f"latency worker gave no answer within {timeout_s:.0f} s")
+            raise WorkerFailed("failed", f"latency worker gave no answer within {timeout_s:.0f} s", timed_out=True)
         try:
             got, payload = self._conn.recv()
         except (EOFError, OSError):

@@ -107,10 +107,10 @@ class CalibrationImages:
 
 
 def calibration_cache_dir() -> Path:
-    """Beside the engine cache: `$ELAN_DEPLOY_CACHE/../calibration` or ~/.cache/elan-deploy/calibration."""
-    from elan_deploy.runtimes.cache import default_cache_dir
+    """Inside the cache root: `$ELAN_DEPLOY_CACHE/calibration` or ~/.cache/elan-deploy/calibration."""
+    from elan_deploy.scratch import cache_root
 
-    return default_cache_dir().parent / "calibration"
+    return cache_root() / "calibration"
 
 
 def _default_t91() -> Path | None:

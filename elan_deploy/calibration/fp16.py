@@ -56,9 +56,66 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     fp16 = convert_float_to_float16(
         model, keep_io_types=True, op_block_list=["Softmax", "Resize", "Range"], node_block_list=islands, disable_shape_infer=False
     )
+    drop_fp16_round_trips(fp16)
     entry = fp16.metadata_props.add()
     entry.key, entry.value = FP16_KEEP_FP32, ",".join(["Softmax"] + islands)
     return fp16
+
+
+def drop_fp16_round_trips(model: onnx.ModelProto) -> int:
+    """Remove Cast(to fp16) → Cast(to fp32) pairs between two FP32 islands; returns how many.
+
+    The converter casts every blocked node's output to FP16 and every blocked node's input back
+    to FP32, so the logits MatMul fed the Softmax through an FP16 tensor: logits past 65504
+    (hard-edged images reach ~87 000) became Inf and the image NaN. Without the pair the
+    island is FP32 end to end.
+    """
+    fp16, fp32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+
+    def cast_to(node: onnx.NodeProto) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in model.graph.output}
+    dropped: list[onnx.NodeProto] = []
+    for down in [n for n in model.graph.node if cast_to(n) == fp16]:
+        ups = consumers.get(down.output[0], [])
+        if not ups or down.output[0] in graph_outputs or any(cast_to(u) != fp32 for u in ups):
+            continue
+        for up in ups:
+            for user in consumers.get(up.output[0], []):
+                for i, name in enumerate(user.input):
+                    if name == up.output[0]:
+                        user.input[i] = down.input[0]
+            for out in model.graph.output:
+                if out.name == up.output[0]:
+                    raise ValueError("a graph output is a Cast round trip; not expected in an ELAN export")
+            dropped.append(up)
+        dropped.append(down)
+    for node in dropped:
+        model.graph.node.remove(node)
+    return sum(1 for n in dropped if cast_to(n) == fp16)
+
+
+def fp16_tensors_between(model: onnx.ModelProto, start_op: str = "MatMul", end_op: str = "Softmax") -> list[str]:
+    """FP16 tensors on any path from a logits `start_op` to a `end_op` (empty when the island is FP32)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    dtypes = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    found = []
+    for softmax in (n for n in model.graph.node if n.op_type == end_op):
+        name = softmax.input[0]
+        for _ in range(8):
+            if dtypes.get(name) == onnx.TensorProto.FLOAT16:
+                found.append(name)
+            node = producers.get(name)
+            if node is None or node.op_type == start_op:
+                break
+            name = node.input[0]
+    return found
 
 
 def write_fp16(onnx_path: Path, out: Path) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -35,6 +34,7 @@ from elan_deploy.errors import ElanDeployError
 from elan_deploy.export.metadata import read_props, set_metadata
 from elan_deploy.fileio import atomic_path
 from elan_deploy.model.checkpoint import file_sha256
+from elan_deploy.scratch import temporary_dir
 
 __all__ = ["BudgetNotMet", "Int8Report", "QuantizeConfig", "default_config", "int8_onnx_for", "write_int8"]
 
@@ -124,7 +124,7 @@ def write_int8(
         raise ElanDeployError(f"ONNX file '{fp32}' does not exist; run `elan-deploy export` first")
     scale = _scale_of(fp32, scale)
     cache = Path(cache_dir) if cache_dir is not None else calibration_cache_dir()
-    with tempfile.TemporaryDirectory(prefix="elan-int8-") as tmp_dir:
+    with temporary_dir("elan-int8") as tmp_dir:
         return _write_int8(_named(fp32, Path(tmp_dir)), out, config, scale, calib_dir, cache, progress, allow_over_budget)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from elan_deploy.calibration.data import PatchSpec, heldout_samples, load_patches, to_nchw
+from elan_deploy.calibration.data import PatchSpec, calibration_cache_dir, heldout_samples, load_patches, to_nchw
 from elan_deploy.errors import RuntimeUnavailable
 from elan_deploy.imaging import to_uint8
 from elan_deploy.metrics import psnr_y
+from elan_deploy.scratch import temporary_dir
 
 FLOAT_TYPES: tuple[str, ...] = ("Add", "Concat", "Multiply", "Softmax")
 
@@ -153,10 +153,34 @@ def _run_nncf(nncf, ov, model, calibration, images, scale: int, config: NNCFConf
 
 
 def nncf_int8_model(source, config: NNCFConfig = NNCFConfig(), calib_dir: Path | None = None):
-    """The NNCF-quantized `ov.Model` of `source` (dynamic shapes; reshape it before saving)."""
+    """The NNCF-quantized `ov.Model` of `source` (dynamic shapes; reshape it before saving).
+
+    The quantized IR is cached next to the FP32 export, keyed by the model, recipe, float set,
+    calibration images and OpenVINO/NNCF versions: NNCF's calibration costs minutes, and every
+    static engine shape (the bench builds one per latency shape, in its own process) reuses it.
+    A per-file lock makes concurrent builders quantize once.
+    """
+    import hashlib
+
+    from filelock import FileLock
+
+    from elan_deploy.calibration.data import calibration_images
+
+    nncf, ov = _imports()
     float_nodes = list(config.float_nodes) if config.float_nodes is not None else _float_nodes_of(source)
-    model, _, _ = quantize_ov(Path(source.onnx_path()), source.scale, float_nodes, config, calib_dir)
-    return model
+    fp32 = Path(source.onnx_path())
+    key = hashlib.sha256("|".join([
+        source.fingerprint(), repr(config), ",".join(float_nodes), calibration_images(calib_dir).digest(),
+        ov.get_version(), nncf.__version__,
+    ]).encode()).hexdigest()[:16]
+    folder = fp32.parent if os.access(fp32.parent, os.W_OK) else calibration_cache_dir() / "nncf"
+    folder.mkdir(parents=True, exist_ok=True)
+    xml = folder / f"{fp32.name.removesuffix('.onnx').removesuffix('.fp32')}.nncf-int8-{key}.xml"
+    with FileLock(str(folder / f".{xml.name}.lock")):
+        if not (xml.is_file() and xml.with_suffix(".bin").is_file()):
+            model, _, _ = quantize_ov(fp32, source.scale, float_nodes, config, calib_dir)
+            write_ir(model, xml)
+    return ov.Core().read_model(str(xml))
 
 
 def nncf_int8_ir(source, out_xml: Path, config: NNCFConfig = NNCFConfig(), calib_dir: Path | None = None) -> NNCFReport:
@@ -172,7 +196,7 @@ def write_ir(model, out_xml: Path) -> Path:
     """Save an IR pair so that readers never see an .xml without its .bin (bin lands first)."""
     _, ov = _imports()
     out_xml.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_xml.stem}.", dir=out_xml.parent) as tmp:
+    with temporary_dir(f".{out_xml.stem}", parent=out_xml.parent) as tmp:
         staged = Path(tmp) / out_xml.name
         ov.save_model(model, str(staged), compress_to_fp16=False)
         os.replace(staged.with_suffix(".bin"), out_xml.with_suffix(".bin"))

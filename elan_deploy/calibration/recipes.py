@@ -22,7 +22,6 @@ import contextlib
 import io
 import json
 import logging
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -34,6 +33,7 @@ import onnx
 from elan_deploy.calibration.data import to_nchw
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.fileio import atomic_path
+from elan_deploy.scratch import temporary_dir
 
 QUANTIZED_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul")
 RECIPE_VERSION = 1  # bump when a change here changes the bytes of the INT8 file
@@ -156,7 +156,7 @@ def calibrate(fp32: Path, patches: Sequence[np.ndarray], config: QuantizeConfig,
     if method is Method.PERCENTILE:
         extra["percentile"] = config.percentile
     name = input_name(fp32)
-    with tempfile.TemporaryDirectory(prefix="elan-calib-") as tmp, quiet_ort():
+    with temporary_dir("elan-calib") as tmp, quiet_ort():
         calibrator = create_calibrator(
             Path(fp32), list(config.op_types), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=method.ort(), extra_options=extra,
@@ -195,7 +195,7 @@ def quantize(
     }
     options.update(extra_options or {})
     excluded = set(nodes_to_exclude)
-    with tempfile.TemporaryDirectory(prefix="elan-int8-") as tmp, quiet_ort():
+    with temporary_dir("elan-int8") as tmp, quiet_ort():
         out = Path(tmp) / "model.int8.onnx"
         quantize_static(
             str(fp32), str(out), None, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(config.op_types),

@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import atexit
-import shutil
-import tempfile
 from pathlib import Path
+
+from elan_deploy.errors import ElanDeployError
 
 
 def scratch_dir() -> Path:
     """A private folder for `--no-cache` builds, removed when the process exits."""
-    path = Path(tempfile.mkdtemp(prefix="elan-deploy-"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
+    from elan_deploy.scratch import process_scratch_dir
+
+    return process_scratch_dir()
+
+
+def cache_root_from_args(args: argparse.Namespace) -> Path:
+    """The cache root for `--cache-dir`/`--no-cache`: engines in `engines/`, exports in `onnx/`."""
+    from elan_deploy.scratch import cache_root
+
+    if getattr(args, "no_cache", False):
+        return scratch_dir()
+    return args.cache_dir or cache_root()
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts (threads, batch, actors): a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -23,45 +42,95 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def add_engine_args(parser: argparse.ArgumentParser, default_runtime: str = "onnxruntime") -> None:
     """Runtime, precision, shapes, export strategies and cache flags (build, upscale, eval, bench)."""
+    from elan_deploy.export.strategies import ATTENTION_STRATEGIES, SHIFT_STRATEGIES, WINDOW_STRATEGIES
     from elan_deploy.runtimes import RUNTIME_NAMES
 
     parser.add_argument("--runtime", default=default_runtime, help=f"one of {', '.join(RUNTIME_NAMES)} [{default_runtime}]")
     parser.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8 [fp32]")
     parser.add_argument("--shapes", help="engine input shapes: NxCxHxW (static) or min:opt:max [1x3x16x16:1x3x192x320:4x3x512x512]")
     parser.add_argument("--onnx", type=Path, help="use this exported ONNX instead of exporting the model")
-    parser.add_argument("--shift", default="depthwise", help="shift-conv export strategy [depthwise]")
-    parser.add_argument("--attention", default="shared", help="attention export strategy [shared]")
-    parser.add_argument("--threads", type=int, help="inference threads [runtime default]")
-    parser.add_argument("--cache-dir", type=Path, help="engine cache folder [$ELAN_DEPLOY_CACHE or ~/.cache/elan-deploy]")
+    parser.add_argument("--shift", default="depthwise", choices=SHIFT_STRATEGIES, help="shift-conv export strategy [depthwise]")
+    parser.add_argument("--attention", default="shared", choices=ATTENTION_STRATEGIES, help="attention export strategy [shared]")
+    parser.add_argument("--windows", default="reshape", choices=WINDOW_STRATEGIES, help="window partition export strategy [reshape]")
+    parser.add_argument("--threads", type=positive_int, help="inference threads [runtime default]")
+    parser.add_argument("--cache-dir", type=Path, help="cache folder for engines and exports [$ELAN_DEPLOY_CACHE or ~/.cache/elan-deploy]")
     parser.add_argument("--no-cache", action="store_true", help="ignore the cache: build into a scratch folder removed on exit")
 
 
 def engine_from_args(args: argparse.Namespace):
     """(ModelSource, Engine, ShapeRange) for the flags of `add_engine_args` and `add_model_args`."""
     from elan_deploy.model import load_model
-    from elan_deploy.runtimes import DEFAULT_SHAPES, BuildOptions, EngineCache, ModelSource, ShapeRange, open_engine
-    from elan_deploy.runtimes.cache import default_cache_dir
+    from elan_deploy.runtimes import BuildOptions, ShapeRange, default_shapes_for, open_engine
 
-    loaded = load_model(args.model, args.scale)
-    cache_root = scratch_dir() / "engines" if args.no_cache else args.cache_dir or default_cache_dir()
-    source = ModelSource(loaded, shift=args.shift, attention=args.attention, onnx=args.onnx, work_dir=cache_root.parent / "onnx")
-    if args.onnx is not None:
-        check_onnx_matches(args.onnx, loaded.config.scale)
-    shapes = ShapeRange.parse(args.shapes) if args.shapes else DEFAULT_SHAPES
-    engine = open_engine(source, args.runtime, args.precision, shapes, BuildOptions(threads=args.threads), EngineCache(cache_root))
+    source, cache = source_and_cache_from_args(args, load_model(args.model, args.scale))
+    shapes = ShapeRange.parse(args.shapes) if args.shapes else default_shapes_for(args.runtime)
+    engine = open_engine(source, args.runtime, args.precision, shapes, BuildOptions(threads=args.threads), cache)
     return source, engine, shapes
 
 
-def check_onnx_matches(path: Path, scale: int) -> None:
-    from elan_deploy.errors import ElanDeployError
-    from elan_deploy.export.metadata import read_props
+def source_and_cache_from_args(args: argparse.Namespace, loaded):
+    """(ModelSource, EngineCache) for `--onnx`, `--shift`, `--attention`, `--cache-dir`, `--no-cache`."""
+    from elan_deploy.runtimes import EngineCache, ModelSource
 
+    root = cache_root_from_args(args)
+    if args.onnx is not None:
+        check_onnx_matches(args.onnx, loaded.config.scale)
+    source = ModelSource(
+        loaded, shift=args.shift, attention=args.attention, windows=args.windows, onnx=args.onnx, work_dir=root / "onnx"
+    )
+    return source, EngineCache(root / "engines")
+
+
+def load_onnx_file(path: Path, *, weights: bool = False):
+    """Parse an ONNX file or fail with one line saying what is wrong with it and what to do.
+
+    Catches what protobuf would accept silently (a zero-byte file parses as an empty model)
+    and external-data files that are missing beside the model.
+    """
+    import onnx
+
+    path = Path(path)
+    if path.is_dir():
+        raise ElanDeployError(f"'{path}' is a folder; pass an .onnx file")
     if not path.is_file():
         raise ElanDeployError(f"ONNX file '{path}' does not exist; run `elan-deploy export` first")
+    if path.stat().st_size == 0:
+        raise ElanDeployError(f"ONNX file '{path}' is empty (0 bytes); export it again with `elan-deploy export`")
     try:
-        props = read_props(path)
-    except Exception as exc:  # onnx raises DecodeError and others for corrupt files
-        raise ElanDeployError(f"cannot read ONNX '{path}': {type(exc).__name__}; re-export it") from None
-    found = props.get("scale")
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeWarning-as-error and others
+        raise ElanDeployError(f"'{path}' is not an ONNX model: protobuf cannot parse it (truncated or another file type); export it again") from None
+    if not model.graph.node or not model.graph.input or not model.graph.output:
+        raise ElanDeployError(f"'{path}' holds no graph (no nodes, inputs or outputs); export it again with `elan-deploy export`")
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            if not (path.parent / location).is_file():
+                raise ElanDeployError(
+                    f"'{path}' keeps weights in external file '{location}', which is missing; put it next to the model"
+                )
+    if weights:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    return model
+
+
+def check_onnx_matches(path: Path, scale: int) -> None:
+    model = load_onnx_file(path)
+    found = {p.key: p.value for p in model.metadata_props}.get("scale")
     if found is not None and int(found) != scale:
         raise ElanDeployError(f"scale mismatch: '{path.name}' is x{found} but x{scale} was requested; pass --scale {found}")
+
+
+def precision_differs(asked: str, used: str) -> bool:
+    """True when a runtime ran another precision than asked (int8 engines' float parts aside)."""
+    from elan_deploy.runtimes import Precision
+
+    return used.split("+")[0] != Precision.parse(asked).value
+
+
+def warn_if_precision_differs(info, asked: str) -> None:
+    """One warning line when the runtime ran another precision than asked (e.g. f32 for bf16 on AVX2)."""
+    from elan_deploy.console import stderr
+
+    if precision_differs(asked, info.precision_used):
+        stderr.print(f"warning: asked for {asked}, {info.runtime} ran {info.precision_used} on this CPU", markup=False)

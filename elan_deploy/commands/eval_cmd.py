@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from elan_deploy.commands.common import add_engine_args, add_model_args, engine_from_args
+from elan_deploy.commands.common import add_engine_args, add_model_args, engine_from_args, warn_if_precision_differs
 from elan_deploy.console import print_table, progress
 from elan_deploy.datasets import load_dataset
 from elan_deploy.evaluate import evaluate
@@ -14,8 +14,13 @@ from elan_deploy.upscale import Upscaler
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from elan_deploy.fileio import check_writable_file
+
+    if args.json is not None:
+        check_writable_file(args.json, "--json")
+    datasets = [load_dataset(name, args.scale, args.data_root) for name in (args.dataset or ["Set5"])]
     source, engine, shapes = engine_from_args(args)
-    datasets = [load_dataset(name, source.scale, args.data_root) for name in (args.dataset or ["Set5"])]
+    warn_if_precision_differs(engine.info, args.precision)
     upscaler = Upscaler(engine, source.scale, tile=None, shapes=shapes if shapes.is_static else None)
     info = engine.info
     rows: list[ResultRow] = []
@@ -48,6 +53,8 @@ def run_eval(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="Y-PSNR/SSIM of a runtime on Set5/Set14/B100 or a folder")
     add_model_args(p)
+    # The reference PyTorch model by default: the paper's figures are measured on it; pass
+    # --runtime to score an engine the way `build`/`upscale` run it.
     add_engine_args(p, default_runtime="torch")
     p.add_argument("--dataset", action="append", help="Set5, Set14, B100 or a folder of HR images (repeatable) [Set5]")
     p.add_argument("--data-root", type=Path, help="folder holding Set5/, Set14/, B100/ [$ELAN_DEPLOY_DATA or ../shared/data]")

@@ -21,9 +21,13 @@ def run_export(args: argparse.Namespace) -> int:
     from elan_deploy.model import load_model
 
     config = ExportConfig(
-        shift=args.shift, attention=args.attention, opset=args.opset, dynamic_batch=not args.static_batch,
+        shift=args.shift, attention=args.attention, windows=args.windows, opset=args.opset, dynamic_batch=not args.static_batch,
         simplify=not args.no_simplify, verify=not args.no_verify,
     )
+    from elan_deploy.fileio import check_writable_file
+
+    if args.json is not None:
+        check_writable_file(args.json, "--json")
     loaded = load_model(args.model, args.scale)
     output: Path = args.output or default_output(loaded.config.model_id)
     if output.exists() and output.is_dir():
@@ -40,7 +44,7 @@ def run_export(args: argparse.Namespace) -> int:
         ("field", "value"),
         [
             ("output", str(report.path)),
-            ("shift / attention", f"{config.shift} / {config.attention}"),
+            ("shift / attention / windows", f"{config.shift} / {config.attention} / {config.windows}"),
             ("opset", config.opset),
             ("inputs", "lr N,3,H,W float32 0..255 (H, W multiples of 16)" if config.dynamic_batch else "lr 1,3,H,W float32 0..255"),
             ("simplifier", report.metadata.simplifier),
@@ -64,12 +68,13 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from elan_deploy.export.strategies import ATTENTION_STRATEGIES, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SHIFT_STRATEGIES
+    from elan_deploy.export.strategies import ATTENTION_STRATEGIES, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SHIFT_STRATEGIES, WINDOW_STRATEGIES
 
     p = sub.add_parser("export", help="export a checkpoint to a verified ONNX file")
     add_model_args(p)
     p.add_argument("--shift", default="depthwise", choices=SHIFT_STRATEGIES, help="shift-conv form [depthwise]")
     p.add_argument("--attention", default="shared", choices=ATTENTION_STRATEGIES, help="attention sharing form [shared]")
+    p.add_argument("--windows", default="reshape", choices=WINDOW_STRATEGIES, help="window partition form: reshape chains, or one Gather of pixels per group [reshape]")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET}; 23 turns 'sdpa' attention into the fused Attention op [{DEFAULT_OPSET}]")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim/onnxslim")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check against the reference")

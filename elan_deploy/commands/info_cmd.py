@@ -15,14 +15,9 @@ DEFAULT_PROBE = (1, 3, 192, 320)
 
 
 def _load(path: Path) -> Any:
-    import onnx
+    from elan_deploy.commands.common import load_onnx_file
 
-    if not path.is_file():
-        raise ElanDeployError(f"ONNX file '{path}' does not exist")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a bad file
-        raise ElanDeployError(f"'{path}' is not a readable ONNX file ({type(exc).__name__})") from None
+    return load_onnx_file(path, weights=True)
 
 
 def _probe_shape(inputs: tuple, requested: str | None) -> tuple[int, ...] | None:

@@ -8,19 +8,19 @@ from pathlib import Path
 
 from elan_deploy.commands.common import add_model_args, check_onnx_matches
 from elan_deploy.console import print_table, progress, stdout
+from elan_deploy.errors import ElanDeployError
 
 
 def _fp32_onnx(args: argparse.Namespace) -> tuple[Path, str, int]:
     """(FP32 ONNX, model id, scale): the given --onnx, or the model exported into the cache."""
     from elan_deploy.model import load_model
     from elan_deploy.runtimes import ModelSource
-    from elan_deploy.runtimes.cache import default_cache_dir
 
     loaded = load_model(args.model, args.scale)
     if args.onnx is not None:
         check_onnx_matches(args.onnx, loaded.config.scale)
         return args.onnx, loaded.config.model_id, loaded.config.scale
-    source = ModelSource(loaded, work_dir=default_cache_dir().parent / "onnx")
+    source = ModelSource(loaded)  # exported into the cache root's onnx/ folder
     return source.onnx_path(), loaded.config.model_id, loaded.config.scale
 
 
@@ -32,6 +32,13 @@ def run_quantize(args: argparse.Namespace) -> int:
         method=args.method, budget_db=args.budget_db, patches=args.patches, patch_size=args.patch_size, seed=args.seed,
         max_float_nodes=args.max_float_nodes, percentile=args.percentile,
     )
+    from elan_deploy.fileio import check_writable_file
+
+    for path, flag in ((args.output, "--output"), (args.json, "--json")):
+        if path is not None:
+            check_writable_file(path, flag)
+    if args.output is not None and args.onnx is not None and args.output.resolve() == args.onnx.resolve():
+        raise ElanDeployError(f"--output '{args.output}' is the input --onnx; pass another path for the INT8 model")
     with progress() as bar:
         task = bar.add_task("export FP32 ONNX", total=None)
         fp32, model_id, scale = _fp32_onnx(args)

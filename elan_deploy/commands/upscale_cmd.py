@@ -1,75 +1,182 @@
-"""`elan-deploy upscale`: super-resolve an image or a folder of images with any engine."""
+"""`elan-deploy upscale`: super-resolve an image, a folder of images (here or on Ray) or a video."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import warnings
+import time
 from pathlib import Path
 
-import numpy as np
-
-from elan_deploy.commands.common import add_engine_args, add_model_args, engine_from_args
+from elan_deploy.batch.outputs import JobSettings, OutputState, output_state
+from elan_deploy.batch.plan import Plan, plan_upscale, refuse_other_outputs
+from elan_deploy.batch.results import BatchSummary, FileResult, run_guarded, skipped
+from elan_deploy.batch.video import DEFAULT_CRF
+from elan_deploy.batch.work import EngineRecipe, UpscaleSettings
+from elan_deploy.commands.common import add_engine_args, add_model_args, engine_from_args, positive_int
 from elan_deploy.console import progress, stderr
 from elan_deploy.errors import ElanDeployError
-from elan_deploy.imaging import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from elan_deploy.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler
 
 
-def plan_outputs(source: Path, output: Path) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: a file to a file or into a folder; a folder into a folder."""
-    if not source.exists():
-        raise ElanDeployError(f"input '{source}' does not exist; pass an image file or a folder of images")
-    if source.is_dir():
-        inputs = list_images(source)
-        if not inputs:
-            raise ElanDeployError(f"folder '{source}' holds no PNG/JPEG/BMP/TIFF images")
-        if output.suffix.lower() in IMAGE_EXTENSIONS:
-            raise ElanDeployError(f"input '{source}' is a folder, so -o must be a folder, not '{output.name}'")
-        return [(p, output / f"{p.stem}.png") for p in inputs]
-    if output.suffix.lower() in IMAGE_EXTENSIONS:
-        return [(source, output)]
-    return [(source, output / f"{source.stem}.png")]
+def check_flags(args: argparse.Namespace, plan: Plan) -> None:
+    """Flags that do not fit the input are usage errors, found before any work."""
+    video_flags = [f for f, v in (("--codec", args.codec), ("--crf", args.crf), ("--bitrate", args.bitrate)) if v is not None]
+    if video_flags and not plan.video:
+        raise ElanDeployError(f"{', '.join(video_flags)} apply to video inputs only; '{args.input}' is not a video")
+    if args.crf is not None and args.bitrate is not None:
+        raise ElanDeployError("pass --crf or --bitrate, not both")
+    ray_flags = [f for f, v in (("--ray-address", args.ray_address), ("--actors", args.actors)) if v is not None]
+    if ray_flags and not args.ray:
+        raise ElanDeployError(f"{', '.join(ray_flags)} need --ray")
+    if args.ray and plan.video:
+        raise ElanDeployError("--ray runs folders of images; a video runs in this process (drop --ray)")
+    tile = args.tile or None
+    Upscaler(None, args.scale, tile=tile, overlap=args.overlap, batch=args.batch)  # type: ignore[arg-type] - checks tile/overlap only
+    if args.ray:
+        from elan_deploy.batch.extras import require
+
+        require("ray")
+        require("ray.data")
+    if plan.video:
+        from elan_deploy.batch.extras import require
+        from elan_deploy.batch.video import check_options, choose_codec
+
+        require("av")
+        check_options(choose_codec(args.codec)[0], _video_options(args))
 
 
-def prepare_folder(folder: Path, create: bool) -> None:
-    """Fail before any work if the output folder cannot be written."""
-    try:
-        if create:
-            folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ElanDeployError(f"cannot create output folder '{folder}' ({exc.strerror}); choose a writable -o") from None
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise ElanDeployError(f"output folder '{folder}' does not exist or is not writable; choose a writable -o")
+def _video_options(args: argparse.Namespace):
+    from elan_deploy.batch.video import VideoOptions, parse_bitrate
+
+    return VideoOptions(args.codec, args.crf, parse_bitrate(args.bitrate) if args.bitrate is not None else None)
+
+
+def warn_precision(engine, asked: str) -> None:
+    """One line when the runtime ran another precision than the one asked for."""
+    used = str(engine.info.precision_used)
+    if used.split("+")[0] != asked.lower():
+        stderr.print(f"warning: asked for {asked}, {engine.info.runtime} runs {used} on this machine", markup=False)
+
+
+def job_settings_from_args(args: argparse.Namespace) -> JobSettings:
+    """The settings recorded in every output, known before any engine is built."""
+    from elan_deploy.commands.common import source_and_cache_from_args
+    from elan_deploy.model import load_model
+    from elan_deploy.runtimes import ShapeRange, default_shapes_for
+
+    source, _ = source_and_cache_from_args(args, load_model(args.model, args.scale))
+    shapes = ShapeRange.parse(args.shapes) if args.shapes else default_shapes_for(args.runtime)
+    return JobSettings(source.fingerprint(), source.scale, args.runtime, args.precision.lower(), str(shapes), args.tile or None, args.overlap)
+
+
+def open_engine_for(args: argparse.Namespace):
+    """(source, engine, UpscaleSettings) from the flags; warns when another precision runs."""
+    source, engine, shapes = engine_from_args(args)
+    warn_precision(engine, args.precision)
+    settings = UpscaleSettings(source.scale, args.tile or None, args.overlap, args.batch, shapes if shapes.is_static else None)
+    return source, engine, shapes, settings
 
 
 def run_upscale(args: argparse.Namespace) -> int:
-    pairs = plan_outputs(args.input, args.output)
-    folder = pairs[0][1].parent
-    prepare_folder(folder, create=folder == args.output)
-    source, engine, shapes = engine_from_args(args)
-    upscaler = Upscaler(engine, source.scale, tile=args.tile or None, overlap=args.overlap, batch=args.batch, shapes=shapes if shapes.is_static else None)
+    plan = plan_upscale(args.input, args.output, overwrite=args.overwrite)
+    check_flags(args, plan)
+    if plan.video:
+        _, engine, _, settings = open_engine_for(args)
+        return _run_video(args, plan, settings.upscaler(engine))
+
+    # Every existing output is classified before any engine is built or anything is written.
+    digest = job_settings_from_args(args).digest()
+    states = [output_state(job.output, job.source, digest) for job in plan.jobs]
+    if not args.overwrite:
+        refuse_other_outputs(list(plan.jobs), states)
+    summary = BatchSummary()
+    todo = []
+    for job, state in zip(plan.jobs, states):
+        if state is OutputState.DONE and not args.overwrite:
+            summary.add(skipped(job.source, job.output))
+        else:
+            todo.append(job)
+    if todo:
+        source, engine, shapes, settings = open_engine_for(args)
+        plan.folder.mkdir(parents=True, exist_ok=True)
+        with progress() as bar:
+            task = bar.add_task(f"upscale x{source.scale} ({engine.info.runtime} {engine.info.precision_used})", total=len(todo))
+
+            def advance(result: FileResult) -> None:
+                summary.add(result)
+                bar.advance(task)
+
+            if args.ray:
+                from elan_deploy.batch.ray_data import run_ray
+
+                folder = engine.info.details.get("engine")
+                recipe = EngineRecipe(args.runtime, args.precision, shapes, args.threads, folder, source)
+                del engine  # the actors open their own
+                run_ray(todo, recipe, settings, digest, args.ray_address, args.actors, advance)
+            else:
+                from elan_deploy.batch.folder import run_plain
+
+                run_plain(todo, settings.upscaler(engine), digest, advance)
+    return summary.finish(lambda line: stderr.print(line, markup=False, soft_wrap=True), str(plan.folder), "image")
+
+
+def _run_video(args: argparse.Namespace, plan: Plan, upscaler: Upscaler) -> int:
+    from elan_deploy.batch.video import choose_codec, upscale_video
+
+    job = plan.jobs[0]
+    _, note = choose_codec(args.codec)
+    if note:
+        stderr.print(f"note: {note}", markup=False)
+    summary = BatchSummary()
     with progress() as bar:
-        task = bar.add_task(f"upscale x{source.scale} ({engine.info.runtime} {engine.info.precision_used})", total=len(pairs))
-        for src, dst in pairs:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                image = read_image(src)
-            for w in caught:
-                stderr.print(f"warning: {w.message}", markup=False)
-            write_image(dst, np.clip(np.round(upscaler(image.astype(np.float32))), 0, 255).astype(np.uint8))
-            bar.advance(task)
-    stderr.print(f"wrote {len(pairs)} image(s) to {folder}")
-    return 0
+        task = bar.add_task(f"upscale video x{upscaler.scale}", total=None)
+        started = time.perf_counter()
+
+        def on_frame(done: int, total: int | None) -> None:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            left = f", {(total - done) / rate:.0f} s left" if total and total >= done else ""
+            bar.update(task, completed=done, total=total, description=f"upscale video x{upscaler.scale} ({rate:.2f} frames/s{left})")
+
+        reports = []
+
+        def work() -> None:
+            reports.append(upscale_video(job.source, job.output, upscaler.upscale_uint8, upscaler.scale, _video_options(args), on_frame))
+
+        summary.add(run_guarded(job.source, job.output, work))
+    for report in reports:
+        stderr.print(f"{report.frames} frames in {report.seconds:.1f} s ({report.frames / report.seconds:.2f} frames/s), "
+                     f"{report.codec}, {report.audio_streams} audio stream(s) copied", markup=False)
+    return summary.finish(lambda line: stderr.print(line, markup=False, soft_wrap=True), str(job.output), "video")
+
+
+def _crf(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upscale", help="super-resolve an image or a folder of images")
-    p.add_argument("input", type=Path, help="image file or folder")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output image file or folder (PNG)")
+    p = sub.add_parser(
+        "upscale",
+        help="super-resolve an image, a folder of images (optionally on Ray) or a video",
+        description="Outputs that exist complete are skipped (a rerun resumes); inputs and files this tool did not "
+        "write are never replaced unless --overwrite is given.",
+    )
+    p.add_argument("input", type=Path, help="image file, folder of images, or video file (.mp4, .mkv, .mov, ...)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output file (.png/.jpg/.bmp/.tif/.webp; a video extension for a video) or folder (PNGs)")
     add_model_args(p)
     add_engine_args(p)
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"LR tile size above which images are tiled; 0 = never [{DEFAULT_TILE}]")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}]")
-    p.add_argument("--batch", type=int, default=1, help="tiles per engine call [1]")
+    p.add_argument("--batch", type=positive_int, default=1, help="tiles per engine call [1]")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs, even inputs or files this tool did not write")
+    ray = p.add_argument_group("many images on Ray Data (pip install 'elan-deploy[ray]')")
+    ray.add_argument("--ray", action="store_true", help="run the folder on a pool of Ray actors, one engine each")
+    ray.add_argument("--ray-address", help="join this Ray cluster [start a local instance with this machine's CPUs]")
+    ray.add_argument("--actors", type=positive_int, help="actors in the pool [one per two CPUs of the cluster]")
+    video = p.add_argument_group("video (pip install 'elan-deploy[video]')")
+    video.add_argument("--codec", help="video encoder [libx264, else mpeg4]")
+    video.add_argument("--crf", type=_crf, help=f"constant quality for libx264/libx265/vp9/av1 (lower is better) [{DEFAULT_CRF}]")
+    video.add_argument("--bitrate", help="target bit rate, e.g. 8M or 800k [crf for libx264, else 0.2 bits per pixel]")
     p.set_defaults(handler=run_upscale)

@@ -20,6 +20,7 @@ _EXPORTS = {
     "ATTENTION_STRATEGIES": "strategies",
     "DEFAULT_OPSET": "strategies",
     "SHIFT_STRATEGIES": "strategies",
+    "WINDOW_STRATEGIES": "strategies",
     "ExportConfig": "config",
     "DeployELAN": "deploy_model",
     "build_deploy_model": "deploy_model",
@@ -60,4 +61,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from elan_deploy.export.graph_checks import GraphSummary, RankReport, TensorSpec, parse_shape, summarize, tensor_ranks
     from elan_deploy.export.metadata import ModelMetadata, read_metadata, read_props
     from elan_deploy.export.onnx_export import INPUT_NAME, OUTPUT_NAME, ExportReport, export_onnx
-    from elan_deploy.export.strategies import ATTENTION_STRATEGIES, DEFAULT_OPSET, SHIFT_STRATEGIES
+    from elan_deploy.export.strategies import ATTENTION_STRATEGIES, DEFAULT_OPSET, SHIFT_STRATEGIES, WINDOW_STRATEGIES

@@ -24,6 +24,7 @@ from elan_deploy.errors import ElanDeployError
 
 ATTENTION_OPSET = 23
 TORCHSCRIPT_MAX_OPSET = 20
+_KEY_TRANSPOSE = {3: [0, 2, 1], 4: [0, 1, 3, 2]}  # kᵀ of q·kᵀ per rank
 
 
 def upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
@@ -55,8 +56,8 @@ def _softmax_on_last_axis(node: onnx.NodeProto, rank: int | None) -> bool:
 def fuse_attention(model: onnx.ModelProto) -> int:
     """Replace MatMul(q, Transpose(k)) → Softmax → MatMul(·, v) by Attention(q, k, v, scale=1).
 
-    Only rank-3 q/k/v (ELAN's windows × tokens × channels) with single-consumer intermediates
-    are fused; returns the number of fused patterns. The model must be at opset ≥ 23.
+    Rank-3 q/k/v (windows × tokens × channels) and rank-4 ones (batch × windows × tokens ×
+    channels) with single-consumer intermediates are fused; returns the number of fused patterns. The model must be at opset ≥ 23.
     """
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < ATTENTION_OPSET:
@@ -84,18 +85,23 @@ def fuse_attention(model: onnx.ModelProto) -> int:
             continue
         perm = next((list(helper.get_attribute_value(a)) for a in transpose.attribute if a.name == "perm"), None)
         users = consumers[softmax.output[0]]
-        if perm != [0, 2, 1] or len(users) != 1 or users[0].op_type != "MatMul" or users[0].input[0] != softmax.output[0]:
+        if len(users) != 1 or users[0].op_type != "MatMul" or users[0].input[0] != softmax.output[0]:
             continue
         mix = users[0]
         q, k, v = scores.input[0], transpose.input[0], mix.input[1]
-        if any(ranks.get(name) != 3 for name in (q, k, v)) or not _softmax_on_last_axis(softmax, 3):
+        rank = ranks.get(q)
+        # rank 3: (windows, tokens, c) with one head; rank 4: (batch, windows, tokens, c), the
+        # op's own (batch, heads, sequence, head size) layout ("gather" windows)
+        if rank not in _KEY_TRANSPOSE or perm != _KEY_TRANSPOSE[rank] or any(ranks.get(name) != rank for name in (k, v)):
+            continue
+        if not _softmax_on_last_axis(softmax, rank):
             continue
         inner = (transpose.output[0], scores.output[0], softmax.output[0])
         if any(len(consumers[name]) != 1 or name in outputs for name in inner):
             continue
+        heads = {"q_num_heads": 1, "kv_num_heads": 1} if rank == 3 else {}
         replaced[id(mix)] = helper.make_node(
-            "Attention", [q, k, v], [mix.output[0]], name=f"{mix.name}/Attention",
-            q_num_heads=1, kv_num_heads=1, scale=1.0,
+            "Attention", [q, k, v], [mix.output[0]], name=f"{mix.name}/Attention", scale=1.0, **heads,
         )
         dropped |= {id(transpose), id(scores), id(softmax)}
         dropped_values.update(inner)

@@ -9,9 +9,11 @@ from elan_deploy.export.strategies import (
     ATTENTION_STRATEGIES,
     DEFAULT_OPSET,
     SHIFT_STRATEGIES,
+    WINDOW_STRATEGIES,
     check_attention_strategy,
     check_opset,
     check_shift_strategy,
+    check_window_strategy,
 )
 
 
@@ -23,10 +25,14 @@ class ExportConfig:
     file, so any multiple of 16 works. It is unequal on purpose so H and W cannot be confused.
     `verify` runs the file in ONNX Runtime against the reference ELAN before it is renamed into
     place, so an inexact export never lands on disk.
+    `windows` picks how shifted windows are cut and merged (see `strategies.WINDOW_STRATEGIES`).
+    There is no static-shape export: the window indices are computed from H and W in the graph,
+    and a runtime that builds a static engine folds them into constants itself.
     """
 
     shift: str = "depthwise"
     attention: str = "shared"
+    windows: str = "reshape"
     opset: int = DEFAULT_OPSET
     dynamic_batch: bool = True
     simplify: bool = True
@@ -37,10 +43,11 @@ class ExportConfig:
     def __post_init__(self) -> None:
         check_shift_strategy(self.shift)
         check_attention_strategy(self.attention)
+        check_window_strategy(self.windows)
         check_opset(self.opset)
         h, w = self.trace_size
         if h <= 0 or w <= 0 or h % 16 or w % 16:
             raise ElanDeployError(f"trace_size {h}x{w} must be positive multiples of 16")
 
 
-__all__ = ["ATTENTION_STRATEGIES", "DEFAULT_OPSET", "ExportConfig", "SHIFT_STRATEGIES"]
+__all__ = ["ATTENTION_STRATEGIES", "DEFAULT_OPSET", "ExportConfig", "SHIFT_STRATEGIES", "WINDOW_STRATEGIES"]

@@ -4,7 +4,12 @@ Differences from `elan.ELAN`, each exact (see `elan_deploy.export.rewrites`):
 - no reflect padding or cropping: H and W must already be multiples of the window multiple
   (16). The Upscaler pads and crops once for every runtime, so the graph stays static-friendly;
 - `sub_mean` is a constant Add, `add_mean` is folded into the tail conv, BN into project_inp;
-- shift-convs, rolls, windows and attention sharing use the chosen export strategies.
+- shift-convs, rolls, windows and attention sharing use the chosen export strategies:
+  "reshape" windows (the default) keep the Slice/Concat rolls and Reshape/Transpose partitions;
+  "gather" windows cut and merge each window group with one Gather of pixels whose indices are
+  computed once per forward pass from H and W (`rewrites.window_gather`). Gather executes a
+  third of the data-movement nodes in OpenVINO, but its per-group projections cost more than
+  that saves in bf16 (BENCHMARKS.md), so it is opt-in until it measures faster.
 """
 
 from __future__ import annotations
@@ -19,10 +24,18 @@ from elan_deploy.export.rewrites.attention import DeployGMSA, SharedState, Windo
 from elan_deploy.export.rewrites.mean_shift import fold_output_affine, input_offset
 from elan_deploy.export.rewrites.roll import is_tracing
 from elan_deploy.export.rewrites.shift_conv import build_shift_conv
-from elan_deploy.export.strategies import ATTENTION_STRATEGIES, SHIFT_STRATEGIES, check_attention_strategy, check_shift_strategy
+from elan_deploy.export.rewrites.window_gather import GatherGMSA, WindowIndex, window_indices
+from elan_deploy.export.strategies import (
+    ATTENTION_STRATEGIES,
+    SHIFT_STRATEGIES,
+    WINDOW_STRATEGIES,
+    check_attention_strategy,
+    check_shift_strategy,
+    check_window_strategy,
+)
 from elan_deploy.model.elan import ELAB, ELAN, LFE
 
-__all__ = ["ATTENTION_STRATEGIES", "SHIFT_STRATEGIES", "DeployELAN", "build_deploy_model", "check_input_shape"]
+__all__ = ["ATTENTION_STRATEGIES", "SHIFT_STRATEGIES", "WINDOW_STRATEGIES", "DeployELAN", "build_deploy_model", "check_input_shape"]
 
 
 class DeployLFE(nn.Module):
@@ -40,17 +53,25 @@ class DeployLFE(nn.Module):
 class DeployELAB(nn.Module):
     """(1 + shared_depth) LFE/GMSA pairs; the first GMSA's attention state feeds the others."""
 
-    def __init__(self, reference: ELAB, shift: str, attention: str) -> None:
+    def __init__(self, reference: ELAB, shift: str, attention: str, windows: str = "reshape") -> None:
         super().__init__()
         depth = 1 + reference.shared_depth
+        self.windows = check_window_strategy(windows)
+        self.shifted = reference.modules_gmsa["gmsa_0"].shifts > 0
+        gmsa = GatherGMSA if windows == "gather" else DeployGMSA
         self.lfes = nn.ModuleList(DeployLFE(reference.modules_lfe[f"lfe_{i}"], shift) for i in range(depth))
-        self.gmsas = nn.ModuleList(DeployGMSA(reference.modules_gmsa[f"gmsa_{i}"], attention) for i in range(depth))
+        self.gmsas = nn.ModuleList(gmsa(reference.modules_gmsa[f"gmsa_{i}"], attention) for i in range(depth))
 
-    def forward(self, x: torch.Tensor, geometry: WindowGeometry | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, geometry: WindowGeometry | None = None, indices: tuple[WindowIndex, ...] | None = None
+    ) -> torch.Tensor:
+        """`indices` (gather windows): this block's permutations; computed here when not given."""
+        if self.windows == "gather" and indices is None:
+            indices = window_indices(x.shape[2], x.shape[3], self.gmsas[0].window_sizes, self.shifted)
         state: SharedState | None = None
         for lfe, gmsa in zip(self.lfes, self.gmsas):
             x = lfe(x) + x
-            y, state = gmsa(x, state, geometry)
+            y, state = gmsa(x, state, indices) if self.windows == "gather" else gmsa(x, state, geometry)
             x = y + x
         return x
 
@@ -70,17 +91,18 @@ def check_input_shape(x: torch.Tensor, multiple: int) -> None:
 class DeployELAN(nn.Module):
     """Export form of ELAN: N,3,H,W in 0..255 (H, W multiples of 16) → N,3,sH,sW."""
 
-    def __init__(self, reference: ELAN, shift: str = "depthwise", attention: str = "shared") -> None:
+    def __init__(self, reference: ELAN, shift: str = "depthwise", attention: str = "shared", windows: str = "reshape") -> None:
         super().__init__()
         self.shift = check_shift_strategy(shift)
         self.attention = check_attention_strategy(attention)
+        self.windows = check_window_strategy(windows)
         self.config = reference.config
         self.scale = reference.config.scale
         self.window_multiple = reference.config.window_multiple
         self.window_sizes = tuple(reference.config.window_sizes)
         self.sub_mean = input_offset(reference.sub_mean)
         self.head = copy.deepcopy(reference.head[0]).requires_grad_(False)
-        self.body = nn.ModuleList(DeployELAB(block, shift, attention) for block in reference.body)
+        self.body = nn.ModuleList(DeployELAB(block, shift, attention, windows) for block in reference.body)
         self.tail = fold_output_affine(reference.tail[0], reference.add_mean, self.scale)
         self.upsample = nn.PixelShuffle(self.scale)
 
@@ -88,14 +110,17 @@ class DeployELAN(nn.Module):
         if not is_tracing():
             check_input_shape(x, self.window_multiple)
         geometry = WindowGeometry.of(x, self.window_sizes)
+        indices: dict[bool, tuple[WindowIndex, ...]] = {}
+        if self.windows == "gather":  # once per forward pass: every block of a parity shares them
+            indices = {s: window_indices(geometry.height, geometry.width, self.window_sizes, s) for s in (False, True)}
         x = self.head(self.sub_mean(x))
         skip = x
         for block in self.body:
-            x = block(x, geometry)
+            x = block(x, geometry, indices.get(block.shifted))
         return self.upsample(self.tail(x + skip))
 
 
-def build_deploy_model(reference: ELAN, shift: str = "depthwise", attention: str = "shared") -> DeployELAN:
+def build_deploy_model(reference: ELAN, shift: str = "depthwise", attention: str = "shared", windows: str = "reshape") -> DeployELAN:
     """Rewrite a reference ELAN (eval mode; BN statistics are folded) into an eval-mode DeployELAN.
 
     The reference is not modified and shares no parameters with the result.
@@ -103,4 +128,4 @@ def build_deploy_model(reference: ELAN, shift: str = "depthwise", attention: str
     if reference.training:
         raise ElanDeployError("build_deploy_model needs an eval-mode ELAN (BatchNorm statistics are folded); call model.eval()")
     with torch.no_grad():
-        return DeployELAN(reference, shift, attention).eval()
+        return DeployELAN(reference, shift, attention, windows).eval()

@@ -7,7 +7,7 @@ caches key on the checkpoint hash and toolkit version recorded here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import onnx
@@ -32,17 +32,22 @@ class ModelMetadata:
     elan_deploy_version: str
     exporter: str  # e.g. "torch 2.13.0+cpu torchscript"
     simplifier: str  # e.g. "onnxsim 0.8.1" or "none"
+    # added later: files written before this field existed read back with the default
+    windows: str = "reshape"
 
     def to_props(self) -> dict[str, str]:
         return {key: str(value) for key, value in asdict(self).items()}
 
     @classmethod
     def from_props(cls, props: dict[str, str]) -> "ModelMetadata":
-        missing = [f.name for f in fields(cls) if f.name not in props]
+        required = [f for f in fields(cls) if f.default is MISSING]
+        missing = [f.name for f in required if f.name not in props]
         if missing:
             raise ElanDeployError(f"ONNX file lacks elan-deploy metadata {missing[:3]}; export it with `elan-deploy export`")
         values: dict[str, object] = {}
         for f in fields(cls):
+            if f.name not in props:
+                continue
             raw = props[f.name]
             values[f.name] = int(raw) if f.type in ("int", int) else raw
         return cls(**values)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from elan_deploy.errors import ElanDeployError
 from elan_deploy.export.attention_op import ATTENTION_OPSET, TORCHSCRIPT_MAX_OPSET, fuse_attention, upgrade_opset
 from elan_deploy.export.config import ExportConfig
 from elan_deploy.export.deploy_model import DeployELAN, build_deploy_model
+from elan_deploy.export.matmul_weights import store_matmul_weights_out_in
 from elan_deploy.export.graph_checks import CORE_ML_MAX_RANK, non_default_domain_ops, op_counts, tensor_ranks
 from elan_deploy.export.metadata import ModelMetadata, set_metadata
 from elan_deploy.export.simplify import simplify_model
@@ -67,6 +68,7 @@ def trace_to_onnx(model: DeployELAN, config: ExportConfig) -> onnx.ModelProto:
     dummy = torch.zeros(1, 3, height, width)
     input_axes = {0: "N", 2: "H", 3: "W"} if config.dynamic_batch else {2: "H", 3: "W"}
     output_axes = {0: "N", 2: "sH", 3: "sW"} if config.dynamic_batch else {2: "sH", 3: "sW"}
+
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # the legacy-exporter deprecation notice and TracerWarnings about shape ints are expected
@@ -120,12 +122,13 @@ def export_onnx(loaded: LoadedCheckpoint, output: Path | str, config: ExportConf
     config = config or ExportConfig()
     output = Path(output)
     start = time.perf_counter()
-    deploy = build_deploy_model(loaded.model, config.shift, config.attention)
+    deploy = build_deploy_model(loaded.model, config.shift, config.attention, config.windows)
     with atomic_path(output) as tmp:
         model = trace_to_onnx(deploy, config)
         simplifier = "none"
         if config.simplify:
             model, simplifier = simplify_model(model)
+        store_matmul_weights_out_in(model)
         attention_ops = 0
         if config.opset > TORCHSCRIPT_MAX_OPSET:
             model = upgrade_opset(model, config.opset)
@@ -136,7 +139,7 @@ def export_onnx(loaded: LoadedCheckpoint, output: Path | str, config: ExportConf
             window_multiple=loaded.config.window_multiple, input_range=INPUT_RANGE, input_layout=INPUT_LAYOUT,
             shift=config.shift, attention=config.attention, opset=config.opset,
             checkpoint_sha256=loaded.sha256, elan_deploy_version=__version__, exporter=exporter_name(),
-            simplifier=simplifier,
+            simplifier=simplifier, windows=config.windows,
         )
         canonicalize(model, loaded.config.model_id)
         set_metadata(model, metadata.to_props())

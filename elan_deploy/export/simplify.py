@@ -27,7 +27,8 @@ _SHAPE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Di
 def _with_onnxsim(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     import onnxsim
 
-    simplified, ok = onnxsim.simplify(model, skipped_optimizers=["eliminate_common_subexpression"])
+    # Gemm fusion would wrap each rank-4 window projection (MatMul + bias) in Reshape → Gemm → Reshape
+    simplified, ok = onnxsim.simplify(model, skipped_optimizers=["eliminate_common_subexpression", "fuse_matmul_add_bias_into_gemm"])
     if not ok:
         raise RuntimeError("onnxsim could not validate the simplified model")
     return simplified, f"onnxsim {str(onnxsim.__version__).lstrip('v')}"

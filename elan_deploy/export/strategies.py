@@ -6,6 +6,11 @@ from elan_deploy.errors import ElanDeployError
 
 SHIFT_STRATEGIES: tuple[str, ...] = ("depthwise", "slice", "dense")
 ATTENTION_STRATEGIES: tuple[str, ...] = ("shared", "sdpa")
+# How shifted windows are cut out and put back (`rewrites.window_gather` vs `rewrites.windows`):
+# "gather" = roll + partition as one Gather of pixels (and one for merge + unroll) with indices
+# computed from the input shape, which a runtime folds to constants for a static engine;
+# "reshape" = the Slice/Concat rolls and Reshape/Transpose/Reshape partitions of the paper's code.
+WINDOW_STRATEGIES: tuple[str, ...] = ("gather", "reshape")
 
 # The TorchScript exporter (the one that needs no onnxscript) stops at opset 20; 21..23 are
 # reached with onnx's version converter, and 23 adds the fused `Attention` op (see
@@ -18,6 +23,12 @@ MIN_OPSET, MAX_OPSET = 13, 23
 def check_shift_strategy(strategy: str) -> str:
     if strategy not in SHIFT_STRATEGIES:
         raise ElanDeployError(f"unknown shift strategy '{strategy}'; choose one of {', '.join(SHIFT_STRATEGIES)}")
+    return strategy
+
+
+def check_window_strategy(strategy: str) -> str:
+    if strategy not in WINDOW_STRATEGIES:
+        raise ElanDeployError(f"unknown window strategy '{strategy}'; choose one of {', '.join(WINDOW_STRATEGIES)}")
     return strategy
 
 

@@ -42,7 +42,11 @@ def verify_shapes(trace_size: tuple[int, int], dynamic_batch: bool) -> list[tupl
 
 
 def max_error_onnxruntime(onnx_bytes: bytes, reference: ELAN, shapes: list[tuple[int, int, int]]) -> float:
-    """Largest |ORT − reference| over the probe images of the given (N, H, W) shapes."""
+    """Largest |ORT − reference| over the probe images of the given (N, H, W) shapes.
+
+    Any NaN or Inf in either output makes the error infinite: `max` over a NaN keeps the
+    other operand, so without this an all-NaN graph would "verify" with error 0.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -54,7 +58,7 @@ def max_error_onnxruntime(onnx_bytes: bytes, reference: ELAN, shapes: list[tuple
         with torch.no_grad():
             expected = reference(torch.from_numpy(x)).numpy()
         got = session.run(None, {session.get_inputs()[0].name: x})[0]
-        if got.shape != expected.shape:
+        if got.shape != expected.shape or not (np.isfinite(got).all() and np.isfinite(expected).all()):
             return math.inf
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from elan_deploy.errors import CheckpointError
+from elan_deploy.fileio import file_sha256  # noqa: F401 - re-exported: callers import it from here
 from elan_deploy.model.config import ELANConfig, SUPPORTED_SCALES, get_config
 from elan_deploy.model.elan import ELAN, shift_kernel
 
@@ -42,17 +43,11 @@ class LoadedCheckpoint:
     layout: str  # "official" or "frl"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Unpickle with `weights_only=True` and unwrap the usual training wrappers."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint '{path}' is a folder; pass the path of an ELAN .pth file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist; pass the path of an ELAN .pth file")
     try:
@@ -64,10 +59,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "use a checkpoint saved with torch.save(state_dict)"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, io.UnsupportedOperation) as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint '{path}': {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'corrupt file'}; "
-            "pass an ELAN .pth file"
-        ) from None
+        raise CheckpointError(f"cannot read checkpoint '{path}': {_first_sentence(exc)}; pass an ELAN .pth file") from None
     for key in _WRAPPER_KEYS:
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -75,6 +67,27 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"'{path}' is not a state_dict of tensors; pass an ELAN .pth checkpoint")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _first_sentence(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's text, shortened at a word boundary, never mid-word."""
+    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
+    if not text:
+        return "the file is corrupt or not a PyTorch checkpoint"
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+    return text
+
+
+def _check_finite_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    """NaN or Inf weights would upscale every image to black (or garbage) with no error."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(
+                f"checkpoint '{path.name}' has {bad} NaN/Inf value(s) in '{key}'; the weights are corrupt "
+                "(a diverged training run or a damaged file): use another checkpoint"
+            )
 
 
 def detect_layout(state: dict[str, torch.Tensor]) -> str:
@@ -158,8 +171,16 @@ def load_checkpoint(
     config = infer_config(state)
     check_expected(config, expected, scale)
     _check_fixed_tensors(state)
+    _check_finite_tensors(state, path)
     model = ELAN(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # size mismatch: torch lists every tensor on many lines
+        found = re.search(r"size mismatch for ([\w.]+): copying a param with shape (torch.Size\(\[[^\]]*\]\))", str(exc))
+        detail = f"tensor '{found.group(1)}' has shape {found.group(2)}" if found else _first_sentence(exc)
+        raise CheckpointError(
+            f"checkpoint '{path.name}' does not fit {config.model_id}: {detail}; the file is damaged or of another ELAN variant"
+        ) from None
     if missing or unexpected:
         detail = f"missing {missing[:2]}" if missing else f"unexpected {unexpected[:2]}"
         raise CheckpointError(f"checkpoint '{path.name}' does not fit {config.model_id}: {detail}")

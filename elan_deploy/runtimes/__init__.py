@@ -7,7 +7,6 @@ naming the extra to install, never as an ImportError at startup.
 from __future__ import annotations
 
 import importlib
-import tempfile
 from pathlib import Path
 
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
@@ -21,6 +20,7 @@ from elan_deploy.runtimes.base import (
 )
 from elan_deploy.runtimes.cache import CacheKey, EngineCache
 from elan_deploy.runtimes.source import ModelSource
+from elan_deploy.scratch import process_scratch_dir
 
 _RUNTIMES = {
     "torch": ("elan_deploy.runtimes.torch_rt", "TorchRuntime"),
@@ -34,7 +34,7 @@ RUNTIME_NAMES = tuple(_RUNTIMES)
 
 __all__ = [
     "DEFAULT_SHAPES", "RUNTIME_NAMES", "BuildOptions", "Engine", "EngineCache", "EngineInfo", "ModelSource",
-    "Precision", "ShapeRange", "build_engine", "get_runtime", "is_available", "needs_build", "open_engine",
+    "Precision", "ShapeRange", "build_engine", "default_shapes_for", "get_runtime", "is_available", "needs_build", "open_engine",
 ]
 
 
@@ -63,16 +63,21 @@ def build_engine(
     options: BuildOptions = BuildOptions(),
     cache: EngineCache | None = None,
 ) -> Path:
-    """Build (or find in the cache) an engine folder and return its path."""
+    """Build (or find in the cache) an engine folder and return its path.
+
+    Without a cache the engine goes to a scratch folder removed when the process exits.
+    """
     runtime, precision = _checked(runtime_name, precision)
     if not getattr(runtime, "needs_build", True):
         raise ElanDeployError(f"runtime '{runtime_name}' runs the checkpoint directly; there is no engine to build")
-    cache = cache or EngineCache(Path(tempfile.mkdtemp(prefix="elan-deploy-")))
+    cache = cache or EngineCache(process_scratch_dir() / "engines")
     key = CacheKey(
         fingerprint=source.fingerprint(), precision=precision.value, shapes=str(shapes), runtime=runtime.name,
         runtime_version=runtime.version(), options=options.cache_key(),
     )
-    return cache.lookup(key) or cache.store(key, lambda folder: runtime.build(source, precision, shapes, folder, options))
+    return cache.lookup(key, source.onnx_sha256()) or cache.store(
+        key, lambda folder: runtime.build(source, precision, shapes, folder, options), source_onnx=source.onnx_sha256
+    )
 
 
 def open_engine(
@@ -92,6 +97,11 @@ def open_engine(
     engine.info.details.setdefault("engine", str(folder))
     engine.info.details.setdefault("shapes", str(shapes))
     return engine
+
+
+def default_shapes_for(runtime_name: str) -> ShapeRange:
+    """The engine shapes a runtime builds when none are given: its own (Core ML: one tile), else DEFAULT_SHAPES."""
+    return getattr(get_runtime(runtime_name), "default_shapes", None) or DEFAULT_SHAPES
 
 
 def needs_build(runtime_name: str) -> bool:

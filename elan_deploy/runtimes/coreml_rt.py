@@ -14,7 +14,11 @@ Choices, and why:
   and W to int outside TorchScript/ONNX tracing, which specialises them, and with that check
   patched out `torch.export` with symbolic N/H/W still had not finished after 15 minutes
   on a 2-core machine. The Upscaler tiles at a fixed size and DESIGN.md measured static
-  engines as faster, so a range over H or W is refused with a one-line error.
+  engines as faster, so a range over H or W is refused with a one-line error, and the
+  default shape (`DEFAULT_SHAPES`, used when `--shapes` is not given) is one Upscaler tile.
+- Off macOS, conversion is the whole job: `build` writes the .mlpackage and `can_predict()`
+  is False; `load` raises `PredictionNeedsMacOS` (a `RuntimeUnavailable`), so callers can
+  tell "converted, runs on a Mac" from a missing package.
 - fp16 keeps the attention logits (q·qᵀ MatMul) and the Softmax in fp32: ELAN's attention has
   no 1/sqrt(d) scale, its logits reach ~900 on natural images and ~2e8 on noise, past fp16's
   65504 (see `elan_deploy.calibration.fp16`). `keep_attention_fp32=False` turns that off.
@@ -31,6 +35,7 @@ import contextlib
 import json
 import logging
 import platform
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,10 @@ from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
 from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, Shape, ShapeRange, check_input
 from elan_deploy.runtimes.source import ModelSource
 
+# One Upscaler tile (elan_deploy.upscale.DEFAULT_TILE, kept equal by a test; runtimes do not
+# import the Upscaler): the Upscaler tiles every image at the engine's static shape.
+DEFAULT_TILE = 256
+DEFAULT_SHAPES = ShapeRange.static((1, 3, DEFAULT_TILE, DEFAULT_TILE))
 PACKAGE = "model.mlpackage"
 BUILD_INFO = "coreml-build.json"
 INPUT_NAME = "lr"
@@ -158,8 +167,15 @@ def convert(source: ModelSource, precision: Precision, shapes: list[Shape], keep
     """An ML Program (an unloaded `MLModel`) for fp32 or fp16; int8 starts from the fp16 one."""
     ct = _import_coremltools()
     float_precision = Precision.FP32 if precision is Precision.FP32 else Precision.FP16
+    with warnings.catch_warnings():  # torch 2.9's pytree deprecation, raised inside torch.export/coremltools
+        warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
+        program = export_program(source, shapes)
+        return _convert_program(ct, program, float_precision, shapes, keep_attention_fp32)
+
+
+def _convert_program(ct: Any, program: Any, float_precision: Precision, shapes: list[Shape], keep_attention_fp32: bool) -> Any:
     return ct.convert(
-        export_program(source, shapes),
+        program,
         inputs=[input_type(ct, shapes)],
         outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
         convert_to="mlprogram",
@@ -232,9 +248,19 @@ def op_output_dtypes(mlpackage: Path, op_type: str) -> set[str]:
 # --- engine --------------------------------------------------------------------------------
 
 
+class PredictionNeedsMacOS(RuntimeUnavailable):
+    """The .mlpackage was converted, but Core ML prediction needs macOS: a note, not a failure,
+    for a command whose job is conversion (`build`)."""
+
+
+def can_predict() -> bool:
+    """True where Core ML can run a converted model (macOS); conversion works everywhere."""
+    return platform.system() == "Darwin"
+
+
 def _require_macos(package: Path) -> None:
-    if platform.system() != "Darwin":
-        raise RuntimeUnavailable(f"Core ML prediction needs macOS; the .mlpackage was converted at {package}")
+    if not can_predict():
+        raise PredictionNeedsMacOS(f"Core ML prediction needs macOS; the .mlpackage was converted at {package}")
 
 
 class CoreMLEngine:
@@ -265,12 +291,17 @@ class CoreMLRuntime:
     name = "coreml"
     extra = "coreml"
     precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
+    default_shapes = DEFAULT_SHAPES  # read by runtimes.default_shapes_for when --shapes is not given
 
     def __init__(self, keep_attention_fp32: bool = True) -> None:
         self.keep_attention_fp32 = keep_attention_fp32
 
     def check(self) -> None:
         _import_coremltools()
+
+    def can_predict(self) -> bool:
+        """False off macOS: `build` converts, `load` raises PredictionNeedsMacOS."""
+        return can_predict()
 
     def version(self) -> str:
         """coremltools version; the attention option is appended when it is off, because the
@@ -286,6 +317,19 @@ class CoreMLRuntime:
         mlmodel.save(str(out / PACKAGE))
         info = {"shapes": [list(s) for s in accepted], "precision_used": precision_label(precision, self.keep_attention_fp32)}
         (out / BUILD_INFO).write_text(json.dumps(info, indent=2))
+
+    def converted_info(self, engine: Path, precision: Precision) -> EngineInfo:
+        """What a built engine folder holds, read from its files: works off macOS, where `load`
+        cannot (`build` reports the precision used from this)."""
+        info = json.loads((engine / BUILD_INFO).read_text())
+        return EngineInfo(
+            runtime=self.name,
+            runtime_version=self.version(),
+            precision=precision,
+            precision_used=info["precision_used"],
+            device="ALL (CPU/GPU/ANE), macOS only",
+            details={"shapes": ", ".join(_shape_text(s) for s in info["shapes"]), "package": str(engine / PACKAGE)},
+        )
 
     def load(self, engine: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> CoreMLEngine:
         package = engine / PACKAGE

@@ -13,7 +13,7 @@ import numpy as np
 
 from elan_deploy.errors import RuntimeUnavailable
 from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, ShapeRange, check_input
-from elan_deploy.runtimes.source import ModelSource
+from elan_deploy.runtimes.source import ModelSource, copy_onnx
 
 ENGINE_FILE = "model.onnx"
 
@@ -64,7 +64,7 @@ class OnnxRuntimeRuntime:
     def build(self, source: ModelSource, precision: Precision, shapes: ShapeRange, out: Path, options: BuildOptions) -> None:
         target = out / ENGINE_FILE
         if precision is Precision.FP32:
-            shutil.copyfile(source.onnx_path(), target)
+            copy_onnx(source.onnx_path(), target)
         elif precision is Precision.FP16:
             from elan_deploy.calibration.fp16 import write_fp16
 

@@ -8,11 +8,22 @@ Both come from the same checkpoint and export config, so all engines compute the
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import elan_deploy
-from elan_deploy.model.checkpoint import LoadedCheckpoint, file_sha256
+from typing import TYPE_CHECKING
+
+from elan_deploy.fileio import file_sha256
+
+if TYPE_CHECKING:  # the checkpoint module imports torch; engines loaded from files never need it
+    from elan_deploy.model.checkpoint import LoadedCheckpoint
+from elan_deploy.scratch import cache_root
+
+
+def _digest_file(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.name + ".sha256")
 
 
 @dataclass
@@ -20,6 +31,7 @@ class ModelSource:
     loaded: LoadedCheckpoint
     shift: str = "depthwise"
     attention: str = "shared"
+    windows: str = "reshape"
     opset: int | None = None
     onnx: Path | None = None  # a given ONNX file; otherwise exported on demand into `work_dir`
     work_dir: Path | None = None
@@ -36,7 +48,7 @@ class ModelSource:
     def export_config(self):
         from elan_deploy.export import ExportConfig
 
-        kwargs = {"shift": self.shift, "attention": self.attention}
+        kwargs = {"shift": self.shift, "attention": self.attention, "windows": self.windows}
         if self.opset is not None:
             kwargs["opset"] = self.opset
         return ExportConfig(**kwargs)
@@ -45,24 +57,82 @@ class ModelSource:
         """Identifies the network an engine computes (keys the engine cache)."""
         if self.onnx is not None:
             return file_sha256(self.onnx)
-        text = f"{self.loaded.sha256}:{self.shift}:{self.attention}:{self.opset}:{elan_deploy.__version__}"
+        text = f"{self.loaded.sha256}:{self.shift}:{self.attention}:{self.windows}:{self.opset}:{elan_deploy.__version__}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     def onnx_path(self) -> Path:
+        """The ONNX hand-over file: the given one, or the verified export in `work_dir`.
+
+        The export is reused only while its bytes match the sha256 recorded beside it when it
+        was written (`.sha256`); a flipped bit or a truncated file is re-exported, never handed
+        to a runtime. A per-file lock makes concurrent builders export once.
+        """
         if self.onnx is not None:
             return self.onnx
         if self._exported is None or not self._exported.exists():
-            from elan_deploy.export import export_onnx
+            from filelock import FileLock
 
-            folder = self.work_dir or Path.home() / ".cache" / "elan-deploy" / "onnx"
+            from elan_deploy.export import export_onnx
+            from elan_deploy.fileio import write_bytes_atomic
+
+            folder = self.work_dir or cache_root() / "onnx"
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{self.model_id}-{self.fingerprint()[:16]}.fp32.onnx"
-            if not path.exists():
-                export_onnx(self.loaded, path, self.export_config())
+            with FileLock(str(folder / f".{path.name}.lock")):
+                if self._verified_digest(path) is None:
+                    if path.exists():
+                        warnings.warn(f"exported ONNX {path} does not match its recorded sha256; exporting it again", stacklevel=2)
+                    report = export_onnx(self.loaded, path, self.export_config())
+                    write_bytes_atomic(_digest_file(path), f"{report.sha256}\n".encode())
             self._exported = path
         return self._exported
+
+    @staticmethod
+    def _verified_digest(path: Path) -> str | None:
+        """The file's sha256 when it matches the digest recorded at export, else None."""
+        try:
+            recorded = _digest_file(path).read_text().strip()
+        except OSError:
+            return None
+        return recorded if path.is_file() and file_sha256(path) == recorded else None
+
+    def onnx_sha256(self, export: bool = False) -> str | None:
+        """sha256 of the ONNX engines are built from: the given file, or the verified export.
+
+        Without `export`, None when nothing has been exported yet (no export is started).
+        """
+        if self.onnx is not None:
+            return file_sha256(self.onnx) if self.onnx.is_file() else None
+        if export:
+            self.onnx_path()
+        if self._exported is not None:
+            return self._verified_digest(self._exported)
+        folder = self.work_dir or cache_root() / "onnx"
+        return self._verified_digest(folder / f"{self.model_id}-{self.fingerprint()[:16]}.fp32.onnx")
 
     def deploy_module(self):
         from elan_deploy.export import build_deploy_model
 
-        return build_deploy_model(self.loaded.model, shift=self.shift, attention=self.attention).eval()
+        return build_deploy_model(self.loaded.model, shift=self.shift, attention=self.attention, windows=self.windows).eval()
+
+
+def copy_onnx(source: Path, target: Path) -> None:
+    """Copy an ONNX file with its external data inlined, so the copy stands alone.
+
+    A model saved with external data keeps its weights in files next to it; copying the .onnx
+    alone would leave the engine without weights. Models over protobuf's 2 GB limit keep their
+    data external, written beside the copy.
+    """
+    import shutil
+
+    import onnx
+
+    model = onnx.load(str(source), load_external_data=False)
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        shutil.copyfile(source, target)
+        return
+    model = onnx.load(str(source))
+    if model.ByteSize() < 2**31 - 2**20:
+        onnx.save(model, str(target))
+    else:
+        onnx.save(model, str(target), save_as_external_data=True, location=f"{target.name}.data")

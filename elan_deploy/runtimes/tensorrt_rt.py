@@ -1,8 +1,17 @@
-"""TensorRT (NVIDIA GPU): ONNX -> serialized plan, run with `execute_async_v3` on torch CUDA buffers.
+"""TensorRT (NVIDIA GPU): ONNX -> serialized plan through Polygraphy's loaders; run with `execute_async_v3`.
 
-Written against the TensorRT 10.x and 11.x Python API. Precision travels inside the ONNX file
-(DESIGN.md): TensorRT 11 removed `BuilderFlag.FP16`/`INT8` and the implicit INT8 calibrators,
-and its networks are always strongly typed, so
+Written against the TensorRT 10.x and 11.x Python API. The build is a chain of Polygraphy
+loaders, each a small callable (DESIGN.md, "Models to learn from"):
+
+    SaveEngine(EngineFromNetwork(NetworkFromOnnxPath(onnx, strongly_typed=...),
+                                 CreateConfig(tf32=False, fp16=..., profiles=[Profile from the ShapeRange],
+                                              load_timing_cache=...),
+                                 save_timing_cache=...), plan)
+
+so the code that needs TensorRT is Polygraphy's, and what is ours (which ONNX, which flags,
+which profile) is plain data that is tested without a GPU. Precision travels inside the ONNX
+file (DESIGN.md): TensorRT 11 removed `BuilderFlag.FP16`/`INT8` and the implicit INT8
+calibrators, and its networks are always strongly typed, so
 
 - fp32 -> the exported FP32 ONNX, strongly typed;
 - fp16 -> the typed FP16 ONNX from `calibration.fp16` (FP32 attention logits and softmax),
@@ -10,12 +19,13 @@ and its networks are always strongly typed, so
           builder flag on the FP32 ONNX instead;
 - int8 -> the explicit Q/DQ ONNX from `calibration.int8`, strongly typed, no calibrator.
 
-TF32 is turned off in every case, so the FP32 layers (the attention islands included) are FP32.
+TF32 is off in every case (`CreateConfig(tf32=False)` clears the flag TensorRT sets by
+default), so the FP32 layers, the attention islands included, are FP32.
 
 Device buffers are torch CUDA tensors (torch is a core dependency), so neither pycuda nor
 cuda-python is needed. The optimization profile comes from the ShapeRange: a static range
 gives a static engine. The builder's timing cache is kept in the engine folder and, when a
-shared path is given, read from and merged back into it so rebuilds for other shapes are fast.
+shared path is given, seeded from it and copied back to it so rebuilds for other shapes are fast.
 """
 
 from __future__ import annotations
@@ -42,8 +52,6 @@ OUTPUT_NAME = "sr"
 INSTALL_HINT = "TensorRT is not installed; pip install 'elan-deploy[tensorrt]' on a machine with an NVIDIA GPU and CUDA"
 NO_GPU = "TensorRT needs an NVIDIA GPU with CUDA; none was found (torch.cuda.is_available() is False)"
 
-_LOGGER: Any = None
-
 
 def _import_tensorrt() -> Any:
     try:
@@ -61,11 +69,10 @@ def _require_cuda() -> None:
 
 
 def _logger(trt: Any) -> Any:
-    """One logger per process, as TensorRT recommends; warnings and errors only."""
-    global _LOGGER
-    if _LOGGER is None:
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-    return _LOGGER
+    """Polygraphy's TensorRT logger: the builder loaders use it, and TensorRT wants one per process."""
+    from polygraphy.backend.trt import util as trt_util
+
+    return trt_util.get_trt_logger()
 
 
 def major_version(version: str) -> int:
@@ -107,8 +114,11 @@ def recipe_for(precision: Precision, version: str, has_strongly_typed: bool) -> 
     raise ElanDeployError(f"TensorRT does not build {precision.value}; choose fp32, fp16 or int8")
 
 
-def onnx_for(recipe: Recipe, source: ModelSource, folder: Path) -> Path:
-    """The ONNX file a recipe builds from; a typed FP16 copy is written to `folder` (not kept)."""
+def onnx_for(recipe: Recipe, source: ModelSource, folder: Path, int8_config=None, int8_calib_dir: Path | None = None) -> Path:
+    """The ONNX file a recipe builds from: the export, a typed FP16 copy written to `folder`
+    (an input only, removed after the build), or the INT8 Q/DQ file every runtime shares
+    (`int8_onnx_for`, cached next to the export; the toolkit's recipe and calibration images
+    unless `int8_config`/`int8_calib_dir` say otherwise)."""
     if recipe.onnx == "fp16":
         from elan_deploy.calibration.fp16 import write_fp16
 
@@ -116,75 +126,68 @@ def onnx_for(recipe: Recipe, source: ModelSource, folder: Path) -> Path:
     if recipe.onnx == "int8":
         from elan_deploy.calibration.int8 import int8_onnx_for
 
-        return Path(int8_onnx_for(source))
-    return source.onnx_path()
+        return Path(int8_onnx_for(source, int8_config, int8_calib_dir))
+    return Path(source.onnx_path())
 
 
-# --- build -----------------------------------------------------------------------------------
+# --- build ---------------------------------------------------------------------------------
 
 
-def _network_flags(trt: Any, strongly_typed: bool) -> int:
-    """STRONGLY_TYPED when asked and present (TensorRT 11 ignores it: always strongly typed);
-    EXPLICIT_BATCH is not set: it is deprecated and ignored since TensorRT 10."""
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    return 1 << int(flag) if strongly_typed and flag is not None else 0
+def profile_for(shapes: ShapeRange):
+    """The shape range as a Polygraphy `Profile` (one optimization profile)."""
+    from polygraphy.backend.trt import Profile
 
-
-def _parse(trt: Any, network: Any, onnx_path: Path) -> Any:
-    parser = trt.OnnxParser(network, _logger(trt))
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "no parser error recorded"
-        raise ElanDeployError(f"TensorRT could not parse {onnx_path}: {' '.join(errors.split())}")
-    return parser  # keep it alive as long as the network: the network references its weights
-
-
-def _configure(trt: Any, builder: Any, recipe: Recipe, shapes: ShapeRange) -> Any:
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
+    profile = Profile()
     for name, (lo, opt, hi) in profile_shapes(shapes).items():
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    tf32 = getattr(trt.BuilderFlag, "TF32", None)
-    if tf32 is not None:
-        # TF32 is on by default and would round the FP32 layers, the attention logits included
-        # (which reach ~900 unscaled), to a 10-bit mantissa: FP32 should mean FP32.
-        config.clear_flag(tf32)
-    if recipe.fp16_flag:
-        config.set_flag(trt.BuilderFlag.FP16)
-    return config
+        profile.add(name, min=lo, opt=opt, max=hi)
+    return profile
 
 
-def _attach_timing_cache(config: Any, shared: Path | None) -> Any:
-    """A timing cache seeded from the shared file (if any); a mismatching one is ignored."""
-    data = shared.read_bytes() if shared is not None and shared.is_file() else b""
-    cache = config.create_timing_cache(data)
-    config.set_timing_cache(cache, False)
-    return cache
+def strongly_typed_flag(recipe: Recipe, has_flag: bool) -> bool:
+    """Ask for STRONGLY_TYPED when the recipe is typed and the bindings have the flag; TensorRT 11
+    networks are strongly typed without it (Polygraphy would refuse a flag that is not there)."""
+    return recipe.strongly_typed and has_flag
 
 
-def _save_timing_cache(config: Any, out: Path, shared: Path | None) -> None:
-    data = bytes(config.get_timing_cache().serialize())
-    (out / TIMING_CACHE).write_bytes(data)
-    if shared is not None and shared.parent.is_dir():
-        with atomic_path(shared) as tmp:
-            tmp.write_bytes(data)
+def build_loaders(
+    onnx_path: Path, recipe: Recipe, shapes: ShapeRange, plan: Path, timing_cache: Path,
+    shared_cache: Path | None = None, has_typed_flag: bool = True,
+):
+    """The Polygraphy loader chain that builds `plan`; nothing runs until it is called.
+
+    The timing cache is seeded from `shared_cache` when that file exists and written to
+    `timing_cache` (Polygraphy merges into an existing file under a lock).
+    """
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, SaveEngine
+
+    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=strongly_typed_flag(recipe, has_typed_flag))
+    config = CreateConfig(
+        tf32=False,
+        fp16=recipe.fp16_flag,
+        profiles=[profile_for(shapes)],
+        load_timing_cache=str(shared_cache) if shared_cache is not None and shared_cache.is_file() else None,
+    )
+    return SaveEngine(EngineFromNetwork(network, config, save_timing_cache=str(timing_cache)), str(plan))
 
 
 def build_plan(onnx_path: Path, recipe: Recipe, shapes: ShapeRange, out: Path, shared_cache: Path | None) -> Path:
-    """Parse, configure, build and write `out/model.plan` (plus the timing cache)."""
+    """Run the loader chain: `out/model.plan` and `out/timing.cache`, the shared cache updated."""
+    from polygraphy.exception import PolygraphyException
+    from polygraphy.logger import G_LOGGER
+
     trt = _import_tensorrt()
-    builder = trt.Builder(_logger(trt))
-    network = builder.create_network(_network_flags(trt, recipe.strongly_typed))
-    parser = _parse(trt, network, onnx_path)
-    config = _configure(trt, builder, recipe, shapes)
-    _attach_timing_cache(config, shared_cache)
-    serialized = builder.build_serialized_network(network, config)
-    del parser
-    if serialized is None:
-        raise ElanDeployError(f"TensorRT failed to build an engine from {onnx_path.name} for shapes {shapes} (see the TensorRT log above)")
     plan = out / PLAN
-    plan.write_bytes(bytes(serialized))
-    _save_timing_cache(config, out, shared_cache)
+    has_flag = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    save = build_loaders(onnx_path, recipe, shapes, plan, out / TIMING_CACHE, shared_cache, has_flag)
+    try:
+        with G_LOGGER.verbosity(G_LOGGER.WARNING):
+            save()
+    except PolygraphyException as exc:
+        detail = " ".join(str(exc).split()) or "see the TensorRT log above"
+        raise ElanDeployError(f"TensorRT could not build an engine from {onnx_path.name} for shapes {shapes}: {detail}") from None
+    if shared_cache is not None and shared_cache.parent.is_dir() and (out / TIMING_CACHE).is_file():
+        with atomic_path(shared_cache) as tmp:
+            tmp.write_bytes((out / TIMING_CACHE).read_bytes())
     return plan
 
 

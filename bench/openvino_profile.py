@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""What OpenVINO (CPU) actually executes for an exported ELAN: nodes and time per op type.
+
+    python bench/openvino_profile.py [ONNX ...] [--shape 1x3x192x320] [--precision f32,bf16] [--threads 2]
+    python bench/openvino_profile.py --export depthwise/shared/reshape --export depthwise/shared/gather
+
+Each model (an ONNX file, or an export of the bundled model named shift/attention/windows) is
+reshaped to the static shape, compiled with PERF_COUNT on, run `--warmup` + `--iters` times on
+one natural image, and read back through `compiled_model.get_runtime_model()`: every executed
+node carries its `layerType` and `execTimeMcs` in rt_info. The table counts nodes per layer type,
+sums their time (median over the timed runs), and totals the data-movement types
+(Reshape, Transpose, Split, Concatenation, Reorder, Gather) — the count the export rewrites
+are judged on. Runs of all models and precisions are interleaved round-robin so a slow spell
+of a shared machine lands on each alike; latency p50/min come from the same runs (PERF_COUNT
+adds little per node; use the bench for headline latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA_MOVEMENT = ("Reshape", "Transpose", "Split", "Concatenation", "Reorder", "Gather")
+
+
+@dataclass
+class Profile:
+    """Executed nodes of one compiled model: count and per-run time (µs) per layer type."""
+
+    counts: Counter = field(default_factory=Counter)
+    times_us: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    @property
+    def data_movement(self) -> int:
+        return sum(self.counts[t] for t in DATA_MOVEMENT)
+
+
+def runtime_counts(compiled) -> Counter:
+    """Executed nodes per `layerType` of a compiled model (no inference needed)."""
+    counts: Counter = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
+        if layer in ("Input", "Output", "Parameter", "Result", "Const", "Constant"):
+            continue
+        counts[layer] += 1
+    return counts
+
+
+def count_data_movement(onnx_path: str | Path, shape: tuple[int, ...] = (1, 3, 192, 320), precision: str = "f32", threads: int = 2) -> tuple[int, Counter]:
+    """(data-movement nodes, all counts) that OpenVINO executes for the ONNX at a static shape."""
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(onnx_path))
+    model.reshape({model.input(0): ov.PartialShape(list(shape))})
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads})
+    counts = runtime_counts(compiled)
+    return sum(counts[t] for t in DATA_MOVEMENT), counts
+
+
+def _sample_times(compiled, profile: Profile) -> None:
+    per_type: dict[str, float] = defaultdict(float)
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "layerType" not in info or "execTimeMcs" not in info:
+            continue
+        try:
+            us = float(info["execTimeMcs"].astype(str))
+        except ValueError:  # "not_executed"
+            continue
+        per_type[info["layerType"].astype(str)] += us
+    for layer, us in per_type.items():
+        profile.times_us[layer].append(us)
+
+
+def natural_image(shape: tuple[int, ...]) -> np.ndarray:
+    from PIL import Image
+
+    n, _, h, w = shape
+    source = ROOT.parent / "shared" / "data" / "T91" / "t46.png"
+    if not source.is_file():
+        from elan_deploy.export.verify import probe_image
+
+        return probe_image(n, h, w)
+    img = np.asarray(Image.open(source).convert("RGB"), dtype=np.float32).transpose(2, 0, 1)
+    reps = (1, -(-h // img.shape[1]), -(-w // img.shape[2]))
+    tiled = np.tile(img, reps)[:, :h, :w]
+    return np.ascontiguousarray(np.stack([tiled] * n))
+
+
+def export_named(spec: str, folder: Path) -> Path:
+    """Export the bundled model as `shift/attention/windows` into `folder`."""
+    from elan_deploy.export import ExportConfig, export_onnx
+    from elan_deploy.model import load_bundled
+
+    parts = spec.split("/")
+    shift, attention, windows = (parts + ["depthwise", "shared", "gather"][len(parts):])[:3]
+    path = folder / (spec.replace("/", "-") + ".onnx")
+    export_onnx(load_bundled(), path, ExportConfig(shift=shift, attention=attention, windows=windows))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("onnx", nargs="*", type=Path, help="exported ONNX files")
+    parser.add_argument("--export", action="append", default=[], help="export the bundled model: shift/attention/windows, e.g. depthwise/shared/reshape")
+    parser.add_argument("--shape", default="1x3x192x320")
+    parser.add_argument("--precision", default="f32,bf16", help="OpenVINO inference precisions, comma-separated [f32,bf16]")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    import openvino as ov
+
+    from elan_deploy.export import parse_shape
+
+    shape = tuple(parse_shape(args.shape))
+    folder = Path(tempfile.mkdtemp(prefix="elan-ov-profile-"))
+    models = [(str(p), p) for p in args.onnx] + [(spec, export_named(spec, folder)) for spec in args.export]
+    x = natural_image(shape)
+    core = ov.Core()
+    cells = []
+    for name, path in models:
+        for precision in args.precision.split(","):
+            model = core.read_model(str(path))
+            model.reshape({model.input(0): ov.PartialShape(list(shape))})
+            config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": args.threads,
+                      "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
+            compiled = core.compile_model(model, "CPU", config)
+            request = compiled.create_infer_request()
+            used = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+            profile = Profile(counts=runtime_counts(compiled))
+            cells.append({"name": name, "precision": used, "compiled": compiled, "request": request, "profile": profile, "ms": []})
+            print(f"compiled {name} {used}: {profile.data_movement} data-movement nodes", file=sys.stderr)
+
+    for i in range(args.warmup + args.iters):
+        for cell in cells:
+            t0 = time.perf_counter()
+            cell["request"].infer({0: x})
+            elapsed = (time.perf_counter() - t0) * 1e3
+            if i >= args.warmup:
+                cell["ms"].append(elapsed)
+                _sample_times(cell["compiled"], cell["profile"])
+
+    types = sorted({t for c in cells for t in c["profile"].counts}, key=lambda t: (t not in DATA_MOVEMENT, t))
+    header = "| layer type | " + " | ".join(f"{c['name']} {c['precision']}: n / ms" for c in cells) + " |"
+    print(header)
+    print("|---|" + "---|" * len(cells))
+    for t in types:
+        row = []
+        for c in cells:
+            n = c["profile"].counts.get(t, 0)
+            times = c["profile"].times_us.get(t)
+            row.append(f"{n} / {statistics.median(times) / 1e3:.1f}" if times else f"{n} / -")
+        print(f"| {t} | " + " | ".join(row) + " |")
+    dm = []
+    for c in cells:
+        ms = sum(statistics.median(c["profile"].times_us[t]) for t in DATA_MOVEMENT if c["profile"].times_us.get(t)) / 1e3
+        dm.append(f"**{c['profile'].data_movement} / {ms:.1f}**")
+    print("| **data movement** | " + " | ".join(dm) + " |")
+    print("| latency p50 (min) ms | " + " | ".join(f"{statistics.median(c['ms']):.1f} ({min(c['ms']):.1f})" for c in cells) + " |")
+    load = os.getloadavg()
+    print(f"shape {args.shape}, {args.threads} threads, {args.iters} timed runs after {args.warmup}, OpenVINO {ov.get_version()}, "
+          f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, cpu: {core.get_property('CPU', 'FULL_DEVICE_NAME')}")
+    if args.json:
+        from elan_deploy.fileio import write_json_atomic
+
+        write_json_atomic(args.json, {
+            "shape": list(shape), "threads": args.threads, "openvino": ov.get_version(), "loadavg": list(load),
+            "cells": [{"name": c["name"], "precision": c["precision"], "ms": c["ms"], "counts": dict(c["profile"].counts),
+                       "median_us": {t: statistics.median(v) for t, v in c["profile"].times_us.items()}} for c in cells],
+        })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""`elan-deploy serve`: serve the Upscaler with any engine on a real Triton Inference Server."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from elan_deploy.commands.common import add_engine_args, add_model_args, engine_from_args, positive_int, warn_if_precision_differs
+from elan_deploy.console import stderr
+from elan_deploy.serve.prepost import DEFAULT_MAX_PIXELS
+from elan_deploy.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler
+
+
+def port(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1..65535, got {value}")
+    return value
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from elan_deploy.serve.server import ServeOptions, UpscaleHandler, serve
+
+    options = ServeOptions(
+        model_name=args.model_name or "elan", host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, max_batch=args.max_batch, max_pixels=args.max_pixels,
+    )
+    options.check()  # bad flags fail before the engine is built (the default name is checked below)
+    Upscaler(None, args.scale, tile=args.tile or None, overlap=args.overlap)  # checks --tile/--overlap
+    source, engine, shapes = engine_from_args(args)
+    warn_if_precision_differs(engine.info, args.precision)
+    if args.model_name is None:
+        options = dataclasses.replace(options, model_name=source.model_id)
+    upscaler = Upscaler(
+        engine, source.scale, tile=args.tile or None, overlap=args.overlap, batch=args.batch,
+        shapes=shapes if shapes.is_static else None,
+    )
+    stderr.print(f"engine: {engine.info.runtime} {engine.info.runtime_version} {engine.info.precision_used}", markup=False)
+    return serve(options, UpscaleHandler(upscaler.upscale_uint8, args.max_pixels), lambda line: stderr.print(line, markup=False))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="serve the upscaler on a Triton Inference Server (HTTP, gRPC, metrics)",
+        description="Serve one Triton model: input `image` UINT8 [N,H,W,3] RGB, output `image` UINT8 [N,sH,sW,3].",
+    )
+    add_model_args(p)
+    add_engine_args(p)
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"LR tile size above which images are tiled; 0 = never [{DEFAULT_TILE}]")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}]")
+    p.add_argument("--batch", type=positive_int, default=1, help="tiles per engine call [1]")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface [127.0.0.1]")
+    p.add_argument("--http-port", type=port, default=8000, help="HTTP/REST port [8000]")
+    p.add_argument("--grpc-port", type=port, default=8001, help="gRPC port [8001]")
+    p.add_argument("--metrics-port", type=port, default=8002, help="Prometheus metrics port [8002]")
+    p.add_argument("--max-batch", type=positive_int, default=4, help="largest batch (images per request, and per dynamic batch) [4]")
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help=f"largest request in LR pixels, N*H*W [{DEFAULT_MAX_PIXELS}]")
+    p.add_argument("--model-name", help="Triton model name [the model id, e.g. elan-light-x4]")
+    p.set_defaults(handler=run_serve)

@@ -1,0 +1,306 @@
+"""`elan-deploy diff` on Polygraphy: output table and exit codes, layer-by-layer first divergence,
+the files `polygraphy run` loads, and the OpenVINO runner as a `polygraphy run` plugin.
+
+Everything runs real runtimes (ONNX Runtime, OpenVINO) on natural images at small shapes; the
+Polygraphy CLI runs as a subprocess, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from elan_deploy.errors import ElanDeployError
+
+SHAPE = "1x3x32x32"
+POLYGRAPHY = shutil.which("polygraphy") or str(Path(sys.executable).with_name("polygraphy"))
+
+
+def _cli(argv: list[str]) -> int:
+    from elan_deploy.cli import main
+
+    return main(argv)
+
+
+def _polygraphy(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([POLYGRAPHY, "run", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def diff_run(exported_onnx, tmp_path_factory):
+    """One CLI diff of three engines, with every file it can write."""
+    out = tmp_path_factory.mktemp("diff")
+    files = {"json": out / "diff.json", "inputs": out / "inputs.json", "outputs": out / "ref.json"}
+    code = _cli([
+        "diff", "onnxruntime:fp32", "openvino:fp32", "onnxruntime:fp16", "--onnx", str(exported_onnx), "--shape", SHAPE,
+        "--iterations", "2", "--json", str(files["json"]), "--save-inputs", str(files["inputs"]), "--save-outputs", str(files["outputs"]),
+    ])
+    return code, files
+
+
+# --- engine specs and bad usage ------------------------------------------------------------------
+
+
+def test_engine_specs_parse_and_refuse():
+    from elan_deploy.diff.spec import EngineSpec, parse_engine_specs
+
+    specs = parse_engine_specs(["onnxruntime:fp32", "openvino:BF16"])
+    assert [s.label for s in specs] == ["onnxruntime:fp32", "openvino:bf16"]
+    for bad, words in [
+        (["onnxruntime:fp32"], "at least two"),
+        (["onnxruntime:fp32", "onnxruntime:fp32"], "twice"),
+        (["onnxruntime", "openvino:fp32"], "RUNTIME:PRECISION"),
+        (["onnxrt:fp32", "openvino:fp32"], "unknown runtime"),
+        (["onnxruntime:bf16", "openvino:fp32"], "does not run bf16"),
+        (["onnxruntime:fp8", "openvino:fp32"], "unknown precision"),
+    ]:
+        with pytest.raises(ElanDeployError, match=words):
+            parse_engine_specs(bad)
+    assert EngineSpec.parse("tensorrt:int8").label == "tensorrt:int8"
+
+
+def test_bad_usage_exits_2_before_any_work(exported_onnx, tmp_path, capsys):
+    base = ["diff", "onnxruntime:fp32", "openvino:fp32", "--onnx", str(exported_onnx)]
+    same = tmp_path / "same.json"
+    cases = [
+        (["diff", "onnxruntime:fp32"], "at least two"),
+        ([*base, "--shape", "1x3x30x32"], "multiples of 16"),
+        ([*base, "--json", str(same), "--save-outputs", str(same)], "same file"),
+        ([*base, "--save-inputs", str(exported_onnx)], "input model"),
+        ([*base, "--json", str(tmp_path / "missing" / "x.json")], "does not exist"),
+        (["diff", "torch:fp32", "onnxruntime:fp32", "--layers"], "put an onnxruntime or openvino engine first"),
+        ([*base, "--images", str(tmp_path / "nowhere")], "not a folder"),
+    ]
+    for argv, words in cases:
+        assert _cli(argv) == 2, argv
+        assert words in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+# --- the output table -----------------------------------------------------------------------------
+
+
+def test_diff_passes_and_writes_the_results(diff_run, exported_onnx):
+    code, files = diff_run
+    assert code == 0
+    doc = json.loads(files["json"].read_text())
+    assert doc["schema"] == "elan-deploy/diff/1" and doc["reference"] == "onnxruntime:fp32" and doc["shape"] == SHAPE
+    assert doc["passed"] is True and doc["failed"] == [] and doc["onnx"] == str(exported_onnx)
+    assert len(doc["images"]) == 2 and all(Path(p).is_file() for p in doc["images"])
+    engines = {e["engine"]: e for e in doc["engines"]}
+    assert list(engines) == ["onnxruntime:fp32", "openvino:fp32", "onnxruntime:fp16"]
+    assert engines["onnxruntime:fp32"]["reference"] and engines["onnxruntime:fp32"]["psnr_db"] == "inf"
+    for name in ("openvino:fp32", "onnxruntime:fp16"):
+        e = engines[name]
+        assert e["passed"] and e["nonfinite"] == 0 and e["psnr_db"] >= 40.0
+        assert 0 < e["mean_abs_error"] <= e["max_abs_error"] < 255
+    # fp32 on two runtimes agrees to float32 rounding; typed fp16 does not
+    assert engines["openvino:fp32"]["psnr_db"] > engines["onnxruntime:fp16"]["psnr_db"] + 20
+    assert engines["openvino:fp32"]["precision_used"] == "fp32"
+
+
+def test_engines_below_the_psnr_threshold_are_named_and_exit_1(diff_run, exported_onnx, tmp_path, capsys):
+    _, files = diff_run
+    measured = {e["engine"]: e["psnr_db"] for e in json.loads(files["json"].read_text())["engines"][1:]}
+    threshold = 99.0
+    below = sorted(name for name, value in measured.items() if value < threshold)
+    assert below  # typed fp16 sits far below 99 dB on any CPU
+    out = tmp_path / "strict.json"
+    code = _cli([
+        "diff", "onnxruntime:fp32", "openvino:fp32", "onnxruntime:fp16", "--onnx", str(exported_onnx), "--shape", SHAPE,
+        "--iterations", "2", "--psnr-threshold", str(threshold), "--json", str(out),
+    ])
+    err = capsys.readouterr().err
+    assert code == 1
+    doc = json.loads(out.read_text())
+    assert doc["passed"] is False and sorted(doc["failed"]) == below
+    for name in below:
+        assert f"FAILED {name}" in err
+    for name in set(measured) - set(below):
+        assert f"FAILED {name}" not in err
+
+
+def test_atol_rtol_is_polygraphys_elementwise_check(diff_run, exported_onnx, tmp_path):
+    _, files = diff_run
+    engines = json.loads(files["json"].read_text())["engines"]
+    fp32_max = next(e["max_abs_error"] for e in engines if e["engine"] == "openvino:fp32")
+    out = tmp_path / "tol.json"
+    argv = ["diff", "onnxruntime:fp32", "openvino:fp32", "--onnx", str(exported_onnx), "--shape", SHAPE, "--iterations", "2", "--json", str(out)]
+    assert _cli([*argv, "--atol", str(fp32_max * 2), "--rtol", "0"]) == 0
+    assert _cli([*argv, "--atol", str(fp32_max / 4), "--rtol", "0"]) == 1
+    assert "values beyond atol" in json.loads(out.read_text())["engines"][1]["reasons"][0]
+
+
+def test_nan_in_an_engine_output_fails_it(tmp_path):
+    """The verdict on Polygraphy RunResults where one runner returned NaN."""
+    from polygraphy.comparator import IterationResult, RunResults
+
+    from elan_deploy.diff.outputs import Tolerances, compare_outputs, verdict
+
+    ref = np.linspace(0, 255, 2 * 3 * 8 * 8, dtype=np.float32).reshape(2, 3, 8, 8)
+    bad = ref.copy()
+    bad[0, 0, 0, :3] = np.nan
+    results = RunResults()
+    for name, value in (("ref", ref), ("same", ref.copy()), ("nan", bad)):
+        results.append((name, [IterationResult(OrderedDict(sr=value), runner_name=name)]))
+    tolerances = Tolerances(40.0)
+    rows = compare_outputs(results, tolerances)
+    assert rows[1]["nonfinite"] == 0 and verdict(rows[1], tolerances) == (True, [])
+    passed, reasons = verdict(rows[2], tolerances)
+    assert rows[2]["nonfinite"] == 3 and not passed and "3 NaN/Inf" in reasons[0]
+
+
+def test_image_psnr_uses_peak_255_and_pools_batches():
+    from polygraphy.comparator import IterationResult
+
+    from elan_deploy.diff.metrics import ImagePsnrCompareFunc, pooled_psnr
+
+    ref = np.full((1, 3, 16, 16), 100.0, np.float32)  # max 100: Polygraphy's own peak would be 100
+    cand = ref + 2.0  # MSE 4
+    func = ImagePsnrCompareFunc(psnr_threshold=40.0)
+    result = func(IterationResult(OrderedDict(sr=cand), runner_name="c"), IterationResult(OrderedDict(sr=ref), runner_name="r"))["sr"]
+    expected = 10 * math.log10(255.0**2 / 4.0)
+    assert result.psnr == pytest.approx(expected, rel=1e-9) and bool(result)
+    assert pooled_psnr([expected, math.inf]) == pytest.approx(10 * math.log10(255.0**2 / 2.0), rel=1e-9)
+
+
+# --- the files polygraphy run loads ------------------------------------------------------------------
+
+
+def test_polygraphy_run_loads_the_saved_inputs_and_reference_outputs(diff_run, exported_onnx, tmp_path):
+    from polygraphy.comparator import RunResults
+    from polygraphy.json import load_json
+
+    _, files = diff_run
+    feeds = load_json(str(files["inputs"]))
+    assert len(feeds) == 2 and feeds[0]["lr"].shape == (1, 3, 32, 32) and feeds[0]["lr"].dtype == np.float32
+    args = [str(exported_onnx), "--onnxrt", "--load-inputs", str(files["inputs"])]
+    tolerance = ["--rtol", "1e-5", "--atol", "1e-4"]  # relative to values up to 255; near-zero outputs get atol
+    run = _polygraphy([*args, "--load-outputs", str(files["outputs"]), *tolerance])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "PASSED" in run.stdout and "onnxruntime:fp32" in run.stdout
+
+    saved = RunResults.load(str(files["outputs"]))
+    assert list(saved.keys()) == ["onnxruntime:fp32"]  # the reference only
+    outputs = saved[0][1][1]["sr"].copy()
+    outputs[0, 1, 20, 30] += 1.0  # one value off by one grey level
+    saved[0][1][1]["sr"] = outputs
+    perturbed = tmp_path / "perturbed.json"
+    saved.save(str(perturbed))
+    run = _polygraphy([*args, "--load-outputs", str(perturbed), *tolerance])
+    assert run.returncode != 0
+    assert "FAILED" in run.stdout + run.stderr
+
+
+def test_polygraphy_run_compares_onnxruntime_with_the_openvino_plugin(diff_run, exported_onnx):
+    from importlib import metadata
+
+    plugins = {e.name: e.value for e in metadata.entry_points().select(group="polygraphy.run.plugins")}
+    assert plugins.get("openvino") == "elan_deploy.diff.polygraphy_plugin:export_argument_groups"
+    _, files = diff_run
+    run = _polygraphy([
+        str(exported_onnx), "--onnxrt", "--openvino", "--load-inputs", str(files["inputs"]), "--rtol", "1e-4", "--atol", "1e-3",
+    ])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "openvino-runner" in run.stdout and "onnxrt-runner" in run.stdout
+    assert "Passed: 2/2 iterations" in run.stdout
+
+
+# --- layer by layer ---------------------------------------------------------------------------------
+
+
+def _natural_feed(height: int, width: int) -> dict[str, np.ndarray]:
+    from elan_deploy.diff.inputs import natural_inputs
+
+    return dict(natural_inputs((1, 3, height, width), 1).feeds[0])
+
+
+def test_corrupted_node_is_named_as_the_first_divergence(exported_onnx, tmp_path):
+    from elan_deploy.diff.layers import LayerTarget, compare_layers
+
+    model = onnx.load(str(exported_onnx))
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    initializers = {t.name: t for t in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and uses.get(n.input[1]) == 1 and n.input[1] in initializers]
+    victim = convs[len(convs) // 2]  # a convolution in the middle of the body, owning its weights
+    weight = initializers[victim.input[1]]
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
+    corrupted = tmp_path / "corrupted.onnx"
+    onnx.save(model, str(corrupted))
+
+    reference = LayerTarget("reference", "onnxruntime", exported_onnx)
+    candidate = LayerTarget("corrupted", "onnxruntime", corrupted)
+    (report,) = compare_layers(reference, [candidate], exported_onnx, _natural_feed(32, 32), threshold_db=40.0)
+    assert len(report.rows) > 1000  # every float tensor of the graph
+    assert report.first_divergence == victim.output[0]
+    victim_depth = list(model.graph.node).index(victim)
+    before = [r for r in report.rows if r.depth < victim_depth]
+    assert before and all(r.passed and r.psnr_db == math.inf for r in before)  # untouched: bit-identical
+    hit = next(r for r in report.rows if r.tensor == victim.output[0])
+    assert hit.op == "Conv" and hit.psnr_db < 40.0 and hit.max_abs_error > 0
+
+
+def test_layers_cli_writes_every_tensor_and_the_plot(exported_onnx, tmp_path, capsys):
+    out = tmp_path / "layers.json"
+    # a batch of two: the layers run on its first image, through an OpenVINO IR built for two
+    code = _cli([
+        "diff", "onnxruntime:fp32", "openvino:fp32", "--onnx", str(exported_onnx), "--shape", "2x3x32x32", "--iterations", "1",
+        "--layers", "--json", str(out),
+    ])
+    printed = capsys.readouterr()
+    assert code == 0
+    doc = json.loads(out.read_text())
+    layers = doc["layers"]
+    assert len(layers) > 500 and {row["engine"] for row in layers} == {"openvino:fp32"}
+    depths = [row["depth"] for row in layers]
+    assert depths == sorted(depths)  # graph order
+    assert {"Conv", "MatMul", "Softmax"} <= {row["op"] for row in layers}
+    assert doc["first_divergence"] is None and doc["engines"][1]["first_divergence"] is None
+    assert doc["engines"][1]["layers_compared"] == len(layers) and "layers_compared" not in doc["engines"][0]
+    assert all(row["passed"] for row in layers)
+    assert "layer by layer" in printed.out and "no tensor below 40 dB" in printed.err
+    plot = out.with_suffix(".layers.png")
+    pytest.importorskip("matplotlib")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_layer_groups_fit_the_memory_budget():
+    from elan_deploy.diff.graph import GraphTensor, plan_chunks
+
+    tensors = [GraphTensor(f"t{i}", "Conv", i, size) for i, size in enumerate([40, 30, 50, None, 10, 100])]
+    chunks = plan_chunks(tensors, budget_bytes=80)
+    assert [[t.name for t in c] for c in chunks] == [["t0", "t1"], ["t2"], ["t3"], ["t4"], ["t5"]]
+    assert [t for c in chunks for t in c] == tensors
+
+
+@pytest.mark.slow
+def test_int8_layers_name_where_quantization_error_enters(exported_onnx, tmp_path, capsys):
+    """The acceptance run: fp32 against the INT8 Q/DQ engine, every tensor, first divergence named."""
+    out = tmp_path / "int8.json"
+    code = _cli([
+        "diff", "onnxruntime:fp32", "onnxruntime:int8", "--onnx", str(exported_onnx), "--shape", "1x3x48x64", "--iterations", "2",
+        "--layers", "--json", str(out),
+    ])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["layers"]) > 500
+    first = doc["first_divergence"]
+    assert first is not None and f"first divergence at '{first}'" in capsys.readouterr().err
+    rows = {row["tensor"]: row for row in doc["layers"]}
+    assert not rows[first]["passed"]
+    # before the first divergence every tensor passes; the first quantized layers are where it starts to lose
+    assert all(r["passed"] for r in doc["layers"] if r["depth"] < rows[first]["depth"])
+    assert any(r["psnr_db"] != "inf" for r in doc["layers"] if r["depth"] <= rows[first]["depth"])

@@ -1,0 +1,276 @@
+"""`elan-deploy serve` on a real Triton server (PyTriton's bundled tritonserver), and `elan-deploy loadtest`.
+
+One server process is shared by the module (startup costs ~10 s); it listens on free loopback
+ports, gets small Set5-derived requests over HTTP and gRPC, bad requests, a load test, and is
+stopped with SIGTERM by the last test, which checks exit 0 and that no child process is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("pytriton")
+httpclient = pytest.importorskip("tritonclient.http")
+grpcclient = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+MODEL = "elan-light-x4"
+MAX_PIXELS = 20_000  # small on purpose: a 1x150x150 request is over it
+STARTUP_S = 180
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """{pid: command name} of every live descendant of `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        names[int(entry.name)] = name
+    found, todo = {}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found[child] = names[child]
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def lr_crop(shared: Path, name: str, height: int = 48, width: int = 64) -> np.ndarray:
+    image = np.asarray(Image.open(shared / "Set5" / "LR_bicubic" / "X4" / f"{name}x4.png").convert("RGB"))
+    return np.ascontiguousarray(image[:height, :width])
+
+
+@pytest.fixture(scope="module")
+def server(exported_onnx, tmp_path_factory):
+    http_port, grpc_port, metrics_port = free_ports(3)
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [
+        sys.executable, "-m", "elan_deploy.cli", "serve", "--onnx", str(exported_onnx),
+        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+        "--max-pixels", str(MAX_PIXELS),
+    ]
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=dict(os.environ))
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
+    deadline = time.monotonic() + STARTUP_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if client.is_model_ready(MODEL):
+                    break
+            except Exception:  # noqa: BLE001 - not listening yet
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"serve not ready after {STARTUP_S} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        client.close()  # an open connection would hold Triton's shutdown for its exit timeout
+        yield {"proc": proc, "http": http_port, "grpc": grpc_port, "metrics": metrics_port, "log": log,
+               "children": descendants(proc.pid)}
+    finally:
+        client.close()
+        if proc.poll() is None:  # a failed test left it running
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def reference_upscaler(model_source, tmp_path_factory):
+    """The same engine (ONNX Runtime fp32 from the same ONNX) in this process, through the Upscaler."""
+    from elan_deploy.runtimes import EngineCache, open_engine
+    from elan_deploy.upscale import Upscaler
+
+    engine = open_engine(model_source, "onnxruntime", "fp32", cache=EngineCache(tmp_path_factory.mktemp("ref-engines")))
+    return Upscaler(engine, model_source.scale)
+
+
+def http_infer(port: int, batch: np.ndarray, dtype: str = "UINT8") -> np.ndarray:
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=120)
+    try:
+        tensor = httpclient.InferInput("image", list(batch.shape), dtype)
+        tensor.set_data_from_numpy(batch)
+        return client.infer(MODEL, [tensor]).as_numpy("image")
+    finally:
+        client.close()
+
+
+def grpc_infer(port: int, batch: np.ndarray) -> np.ndarray:
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        tensor = grpcclient.InferInput("image", list(batch.shape), "UINT8")
+        tensor.set_data_from_numpy(batch)
+        return client.infer(MODEL, [tensor], client_timeout=120).as_numpy("image")
+    finally:
+        client.close()
+
+
+def test_listens_on_loopback_only(server):
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1 in /proc/net/tcp and tcp6
+    bound: dict[int, set[str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in (line.split() for line in rows.readlines()[1:]):
+                if row[3] == "0A":  # LISTEN
+                    address, port = row[1].split(":")
+                    bound.setdefault(int(port, 16), set()).add(address)
+    for port in (server["http"], server["grpc"], server["metrics"]):
+        assert port in bound, f"port {port} is not listening"
+        assert bound[port] <= loopback, f"port {port} listens on {bound[port]}, not only on 127.0.0.1"
+
+
+def test_http_and_grpc_outputs_equal_the_upscaler(server, shared_data, reference_upscaler):
+    baby, bird = lr_crop(shared_data, "baby"), lr_crop(shared_data, "bird")
+    expected = [reference_upscaler.upscale_uint8(img) for img in (baby, bird)]
+
+    over_http = http_infer(server["http"], baby[None])
+    assert over_http.dtype == np.uint8 and over_http.shape == (1, 192, 256, 3)
+    assert np.array_equal(over_http[0], expected[0])
+
+    over_grpc = grpc_infer(server["grpc"], np.stack([baby, bird]))  # one request, batch of two
+    assert over_grpc.shape == (2, 192, 256, 3)
+    assert np.array_equal(over_grpc[0], expected[0])
+    assert np.array_equal(over_grpc[1], expected[1])
+
+
+def test_model_config_has_dynamic_batching(server):
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server['http']}")
+    try:
+        config = client.get_model_config(MODEL)
+    finally:
+        client.close()
+    assert config["max_batch_size"] == 4
+    assert "dynamic_batching" in config
+    assert config["input"][0]["data_type"] == "TYPE_UINT8" and [int(d) for d in config["input"][0]["dims"]] == [-1, -1, 3]
+
+
+@pytest.mark.parametrize(
+    "batch, dtype, message",
+    [
+        (np.zeros((1, 16, 16, 3), np.float32), "FP32", "UINT8"),  # wrong dtype: Triton refuses it against the config
+        (np.zeros((2, 16, 3), np.uint8), "UINT8", "unexpected shape"),  # rank 3
+        (np.zeros((1, 16, 16, 4), np.uint8), "UINT8", "unexpected shape"),  # 4 channels
+        (np.zeros((1, 0, 16, 3), np.uint8), "UINT8", ""),  # zero-size dimension
+        (np.zeros((1, 150, 150, 3), np.uint8), "UINT8", "over this server's limit"),  # 22 500 > MAX_PIXELS
+    ],
+    ids=["dtype", "rank", "channels", "zero-size", "pixel-limit"],
+)
+def test_bad_request_gets_an_error_and_server_stays_up(server, batch, dtype, message):
+    with pytest.raises(InferenceServerException) as caught:
+        http_infer(server["http"], batch, dtype)
+    assert message in str(caught.value)
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server['http']}")
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(MODEL)
+    finally:
+        client.close()
+    good = http_infer(server["http"], np.full((1, 16, 24, 3), 128, np.uint8))
+    assert good.shape == (1, 64, 96, 3)
+    assert server["proc"].poll() is None
+
+
+def test_health_and_metrics_endpoints(server):
+    base = f"http://127.0.0.1:{server['http']}"
+    for path in ("/v2/health/live", "/v2/health/ready", f"/v2/models/{MODEL}/ready"):
+        with urllib.request.urlopen(base + path, timeout=10) as response:
+            assert response.status == 200, path
+    with urllib.request.urlopen(f"http://127.0.0.1:{server['metrics']}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    success = [line for line in metrics.splitlines() if line.startswith(f'nv_inference_request_success{{model="{MODEL}"')]
+    assert success and float(success[0].rsplit(" ", 1)[1]) >= 1
+
+
+def test_loadtest_at_concurrency_1_2_4_has_no_errors(server, tmp_path):
+    import jsonschema
+
+    from elan_deploy.cli import main
+    from elan_deploy.results import SCHEMA_FILE
+
+    out = tmp_path / "loadtest.json"
+    rc = main([
+        "loadtest", f"127.0.0.1:{server['http']}", "--concurrency", "1,2,4", "--requests", "6", "--size", "32x32",
+        "--warmup", "1", "--time-limit", "120", "--runtime", "onnxruntime", "--precision", "fp32", "--json", str(out),
+    ])
+    assert rc == 0
+    document = json.loads(out.read_text())
+    jsonschema.validate(document, json.loads(SCHEMA_FILE.read_text()))
+    rows = document["rows"]
+    assert [r["concurrency"] for r in rows] == [1, 2, 4]
+    for row in rows:
+        assert row["kind"] == "loadtest" and row["errors"] == 0 and row["requests"] == 6
+        assert row["shape"] == "1x3x32x32" and 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert row["requests_per_s"] > 0
+
+
+def test_loadtest_over_grpc(server):
+    from elan_deploy.cli import main
+
+    assert main(["loadtest", f"127.0.0.1:{server['grpc']}", "--protocol", "grpc", "--concurrency", "2", "--requests", "4",
+                 "--size", "32x32", "--warmup", "0"]) == 0
+
+
+def test_loadtest_against_no_server_is_a_one_line_error(capsys):
+    from elan_deploy.cli import main
+
+    (port,) = free_ports(1)
+    assert main(["loadtest", f"127.0.0.1:{port}", "--requests", "1"]) == 2
+    assert "no Triton server answers" in capsys.readouterr().err
+
+
+def test_sigterm_stops_cleanly_with_no_process_left(server):
+    """Runs last in this module: it stops the shared server."""
+    proc = server["proc"]
+    children = server["children"]
+    assert any("tritonserver" in name for name in children.values()), children
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0, server["log"].read_text()[-3000:]
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {pid: name for pid, name in children.items() if alive(pid)}
+    assert not left, f"processes left after serve exited: {left}"
+    assert "stopped on SIGTERM" in server["log"].read_text()

@@ -1,0 +1,166 @@
+"""`elan-deploy upscale` never replaces inputs or files it did not write, and checks its flags first.
+
+Reproductions of issue 11 item 2 (same file, same folder, colliding stems) and item 6 (--batch 0/-1),
+issue 12 item 10 (an output named like a file is a file, never a folder) and the missing-extra errors.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from elan_deploy.cli import main
+from elan_deploy.imaging import read_image
+from tests.batch_inputs import make_mixed_folder, snapshot
+from tests.conftest import message_lines
+
+
+@pytest.fixture()
+def photos(tmp_path: Path, shared_data) -> Path:
+    folder = tmp_path / "photos"
+    make_mixed_folder(folder, shared_data, corrupt=0, sizes=[(20, 24), (24, 28)])
+    return folder
+
+
+def _err_lines(capsys) -> list[str]:
+    return message_lines(capsys.readouterr().err)
+
+
+def test_output_that_is_the_input_file_is_refused(photos: Path, capsys) -> None:
+    before = snapshot(photos)
+    image = photos / "img00.png"
+    assert main(["upscale", str(image), "-o", str(image)]) == 2
+    assert snapshot(photos) == before
+    assert "is the input itself" in _err_lines(capsys)[-1]
+
+
+def test_hard_link_to_an_input_is_refused(photos: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img00.png").hardlink_to(photos / "img00.png")
+    before = snapshot(photos)
+    assert main(["upscale", str(photos), "-o", str(out)]) == 2
+    assert snapshot(photos) == before
+    assert "is the input itself" in _err_lines(capsys)[-1]
+
+
+@pytest.mark.parametrize("spelling", ["same", "dot", "symlink"])
+def test_output_folder_that_is_the_input_folder_is_refused(photos: Path, tmp_path: Path, spelling: str, capsys) -> None:
+    target = {"same": photos, "dot": photos / ".", "symlink": tmp_path / "link"}[spelling]
+    if spelling == "symlink":
+        target.symlink_to(photos)
+    before = snapshot(photos)
+    assert main(["upscale", str(photos), "-o", str(target)]) == 2
+    assert snapshot(photos) == before, "inputs changed or outputs landed among them"
+    assert "is the input folder" in _err_lines(capsys)[-1]
+
+
+def test_colliding_stems_get_distinct_outputs(tmp_path: Path, shared_data, exported_onnx) -> None:
+    inputs = tmp_path / "in"
+    make_mixed_folder(inputs, shared_data, corrupt=0, sizes=[(20, 24)])
+    Image.open(inputs / "img00.png").save(inputs / "img00.jpg", quality=95)
+    before = snapshot(inputs)
+    out = tmp_path / "out"
+    assert main(["upscale", str(inputs), "-o", str(out), "--onnx", str(exported_onnx)]) == 0
+    assert snapshot(inputs) == before
+    assert sorted(p.name for p in out.iterdir()) == ["img00.jpg.png", "img00.png.png"]
+    from_png, from_jpg = read_image(out / "img00.png.png"), read_image(out / "img00.jpg.png")
+    assert from_png.shape == from_jpg.shape == (80, 96, 3)
+    assert not np.array_equal(from_png, from_jpg), "one input's output was written twice"
+
+
+def test_existing_file_the_tool_did_not_write_is_kept(photos: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img01.png").write_bytes(b"my own notes, not an upscale")
+    assert main(["upscale", str(photos), "-o", str(out)]) == 2
+    assert (out / "img01.png").read_bytes() == b"my own notes, not an upscale"
+    assert sorted(p.name for p in out.iterdir()) == ["img01.png"], "something was written before the refusal"
+    assert "did not write" in _err_lines(capsys)[-1]
+
+
+def test_overwrite_flag_replaces_the_named_file(photos: Path, tmp_path: Path, exported_onnx) -> None:
+    target = tmp_path / "copy.png"
+    target.write_bytes((photos / "img00.png").read_bytes())
+    assert main(["upscale", str(target), "-o", str(target), "--overwrite", "--onnx", str(exported_onnx)]) == 0
+    assert read_image(target).shape == (80, 96, 3)
+
+
+@pytest.mark.parametrize("batch", ["0", "-1"])
+def test_batch_below_one_is_a_usage_error(photos: Path, tmp_path: Path, batch: str, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["upscale", str(photos / "img00.png"), "-o", str(tmp_path / "o.png"), f"--batch={batch}"])
+    assert stop.value.code == 2
+    assert "--batch" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_extension_names_the_written_format(photos: Path, tmp_path: Path, exported_onnx) -> None:
+    for name, fmt in (("out.webp", "WEBP"), ("out.jpg", "JPEG"), ("out.bmp", "BMP")):
+        assert main(["upscale", str(photos / "img00.png"), "-o", str(tmp_path / name), "--onnx", str(exported_onnx)]) == 0
+        with Image.open(tmp_path / name) as img:
+            assert (img.format, img.size) == (fmt, (96, 80))
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out.json"])
+def test_unknown_extension_is_a_one_line_error_and_creates_nothing(photos: Path, tmp_path: Path, name: str, capsys) -> None:
+    assert main(["upscale", str(photos / "img00.png"), "-o", str(tmp_path / name)]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and "is not a format for images" in err[0]
+    assert not (tmp_path / name).exists()
+
+
+def test_folder_input_never_creates_a_folder_named_like_a_file(photos: Path, tmp_path: Path, capsys) -> None:
+    assert main(["upscale", str(photos), "-o", str(tmp_path / "out.webp")]) == 2
+    assert not (tmp_path / "out.webp").exists()
+    assert "must be a folder" in _err_lines(capsys)[-1]
+
+
+def test_flags_that_do_not_fit_the_input_are_refused(photos: Path, tmp_path: Path, capsys) -> None:
+    image = str(photos / "img00.png")
+    assert main(["upscale", image, "-o", str(tmp_path / "o.png"), "--crf", "20"]) == 2
+    assert "video inputs only" in _err_lines(capsys)[-1]
+    assert main(["upscale", str(photos), "-o", str(tmp_path / "o"), "--actors", "2"]) == 2
+    assert "need --ray" in _err_lines(capsys)[-1]
+    assert main(["upscale", image, "-o", str(tmp_path / "o.png"), "--tile", "40"]) == 2
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.png").exists()
+
+
+def test_missing_ray_extra_names_the_pip_command(photos: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    assert main(["upscale", str(photos), "-o", str(tmp_path / "o"), "--ray"]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and "pip install 'elan-deploy[ray]'" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_video_extra_names_the_pip_command(tmp_path: Path, monkeypatch, capsys) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00" * 64)
+    monkeypatch.setitem(sys.modules, "av", None)
+    assert main(["upscale", str(clip), "-o", str(tmp_path / "clip_x4.mp4")]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and "pip install 'elan-deploy[video]'" in err[0]
+
+
+@pytest.mark.slow  # builds an OpenVINO fp16 engine (~30 s on 2 cores)
+def test_precision_that_ran_differs_from_the_one_asked(tmp_path: Path, photos: Path, model_source, exported_onnx, capsys) -> None:
+    """OpenVINO on a CPU without native fp16 runs fp32 when fp16 is asked; upscale says so in one line."""
+    from elan_deploy.runtimes import ShapeRange, is_available, open_engine
+
+    if is_available("openvino") is not None:
+        pytest.skip("OpenVINO is not installed")
+    shapes = "1x3x32x32"
+    used = open_engine(model_source, "openvino", "fp16", ShapeRange.parse(shapes)).info.precision_used
+    code = main(["upscale", str(photos / "img00.png"), "-o", str(tmp_path / "o.png"), "--runtime", "openvino",
+                 "--precision", "fp16", "--onnx", str(exported_onnx), "--shapes", shapes])
+    assert code == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: asked for fp16")]
+    if used == "fp16":
+        assert not warned, "warned although fp16 ran"
+    else:
+        assert warned == [f"warning: asked for fp16, openvino runs {used} on this machine"]
