@@ -18,7 +18,6 @@ adds little per node; use the bench for headline latency).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

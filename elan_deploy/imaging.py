@@ -4,6 +4,12 @@ Inside the toolkit images are RGB float32 HxWx3 arrays on the 0..255 scale; uint
 the edges (files on disk). The SR literature builds its low-resolution inputs and its Y-channel
 metrics with MATLAB's `imresize` and `rgb2ycbcr`, so both are reproduced here exactly: a
 different resize kernel or colour matrix would shift reported PSNR by tenths of a dB.
+
+Reading gives the picture the user sees: the EXIF orientation is applied, and a file larger
+than the pixel limit (`pixel_limit`: Pillow's decompression-bomb threshold unless
+$ELAN_DEPLOY_MAX_PIXELS or `max_pixels` says otherwise) is refused from its header, before a
+byte of it is decoded. Grayscale files can be kept single-channel (`keep_gray`), so that the
+Upscaler writes grayscale for grayscale.
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
 
+from elan_deploy.fileio import atomic_path
 from elan_deploy.errors import DatasetError, ElanDeployError, ImageError, NonFiniteOutput
 
 __all__ = [
@@ -119,7 +125,9 @@ def pixel_limit(max_pixels: int | None = None) -> int:
         try:
             value, origin = int(text.replace("_", "")), MAX_PIXELS_ENV
         except ValueError:
-            raise ElanDeployError(f"{MAX_PIXELS_ENV}='{text}' is not a whole number of pixels; e.g. {DEFAULT_MAX_PIXELS}") from None
+            raise ElanDeployError(
+                f"{MAX_PIXELS_ENV}='{text}' is not a whole number of pixels; e.g. {DEFAULT_MAX_PIXELS}"
+            ) from None
     else:
         return DEFAULT_MAX_PIXELS
     if value < 1:
@@ -192,7 +200,9 @@ def _open_and_decode(path: Path, max_pixels: int | None = None) -> Image.Image:
         try:
             oriented = ImageOps.exif_transpose(img)
         except Exception:  # noqa: BLE001 - keep the stored orientation rather than fail
-            warnings.warn(f"image '{path}' has an unreadable EXIF orientation; it is used as stored", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"image '{path}' has an unreadable EXIF orientation; it is used as stored", UserWarning, stacklevel=3
+            )
             return img.copy()
         return oriented if oriented is not None else img.copy()
 
@@ -338,18 +348,6 @@ def _output_format(path: Path) -> str:
     return fmt
 
 
-def _current_umask() -> int:
-    """Read the process umask without changing it (os.umask would race with other threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def _check_output_folder(path: Path) -> Path:
     """Return the output folder, raising a one-line ImageError if it cannot be used."""
     folder = path.parent if str(path.parent) else Path(".")
@@ -375,26 +373,10 @@ def _prepare_pixels(image: np.ndarray) -> np.ndarray:
 
 
 def _encode_to(path: Path, folder: Path, pixels: np.ndarray, fmt: str) -> None:
-    """Encode into a temp file in `folder`, fsync it, then atomically move it onto `path`."""
-    options = dict(_SAVE_OPTIONS.get(fmt, {}))
-    tmp_name: str | None = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=folder, prefix=f".{path.name}.", suffix=path.suffix, delete=False
-        ) as handle:
-            tmp_name = handle.name
-            Image.fromarray(pixels).save(handle, format=fmt, **options)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o666 & ~_current_umask())
-        os.replace(tmp_name, path)
-        tmp_name = None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+    """Encode into a temporary beside `path` and rename it into place (`fileio.atomic_path`)."""
+    del folder  # checked by the caller; atomic_path writes beside `path`
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels).save(tmp, format=fmt, **dict(_SAVE_OPTIONS.get(fmt, {})))
 
 
 def write_image(path: Path | str, image: np.ndarray) -> None:

@@ -274,13 +274,16 @@ class Upscaler:
                 f"is available; upscale a smaller image or crop it (or raise {MAX_MEMORY_ENV})"
             )
         plan = self.plan(height, width)
-        what = "a whole-image run" if plan is None else f"tile {plan.tile_w}x{plan.tile_h}" + (f" x batch {plan.batch}" if plan.batch > 1 else "")
+        what = "a whole-image run" if plan is None else f"tile {plan.tile_w}x{plan.tile_h}"
+        what += f" x batch {plan.batch}" if plan is not None and plan.batch > 1 else ""
         fix = (
             f"build the engine for a smaller tile (--shapes 1x3x{suggested}x{suggested})"
             if self.shapes is not None and self.shapes.is_static
             else f"pass --tile {suggested} (or less)"
         )
-        raise ElanDeployError(f"{what} on a {size} image needs ~{_gib(need.total)} and {_gib(max(limit, 0))} is available; {fix}")
+        raise ElanDeployError(
+            f"{what} on a {size} image needs ~{_gib(need.total)} and {_gib(max(limit, 0))} is available; {fix}"
+        )
 
     def suggest_tile(self, height: int, width: int, limit: int, channels: int = 3, itemsize: int = 1) -> int | None:
         """The largest tile (multiple of 16, at most 1024) whose job fits in `limit` bytes, or
@@ -311,15 +314,16 @@ class Upscaler:
         Equal to rounding `__call__`'s output, in memory bounded by the tile: each tile is
         rounded into the uint8 output as it arrives. NaN/Inf raises NonFiniteOutput.
         """
-        from elan_deploy.imaging import to_uint8
-
         rgb, gray = _as_rgb(image)
         height, width = rgb.shape[:2]
         self.check_fits(height, width, 1 if gray else 3, itemsize=1)
         shape = (height * self.scale, width * self.scale) + (() if gray else (3,))
         out = np.empty(shape, dtype=np.uint8)
         for (y0, y1, x0, x1), block in self._pieces(rgb):
-            out[y0:y1, x0:x1] = to_uint8(_luminance(block) if gray else block)
+            # imaging.to_uint8's round and clip, with one tile-sized temporary instead of three
+            values = np.round(_luminance(block) if gray else block)
+            np.clip(values, 0, 255, out=values)
+            out[y0:y1, x0:x1] = values
         return out
 
     def _run_engine(self, batch: np.ndarray) -> np.ndarray:
@@ -353,7 +357,8 @@ class Upscaler:
         col_keep = [(b, min(e, width)) for b, e in seams(cols, plan.tile_w, w)]
         row_idx = [wrap_aware_indices(r, plan.tile_h, h, plan.overlap) for r in rows]
         col_idx = [wrap_aware_indices(c, plan.tile_w, w, plan.overlap) for c in cols]
-        jobs = [(r, c) for r in range(len(rows)) for c in range(len(cols)) if row_keep[r][0] < row_keep[r][1] and col_keep[c][0] < col_keep[c][1]]
+        kept = lambda keep: keep[0] < keep[1]  # noqa: E731 - a tile may lie wholly in the padding
+        jobs = [(r, c) for r in range(len(rows)) for c in range(len(cols)) if kept(row_keep[r]) and kept(col_keep[c])]
         for first in range(0, len(jobs), plan.batch):
             chunk = jobs[first : first + plan.batch]
             tiles = [padded[np.ix_(row_idx[r], col_idx[c])] for r, c in chunk]

@@ -17,11 +17,22 @@ pytest.importorskip("coremltools", reason="coremltools is not installed; pip ins
 
 from coremltools.proto import FeatureTypes_pb2, MIL_pb2  # noqa: E402
 
+from elan_deploy.cli import main  # noqa: E402
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable  # noqa: E402
-from elan_deploy.runtimes import EngineCache, ModelSource, ShapeRange, build_engine, open_engine  # noqa: E402
+from elan_deploy.runtimes import (  # noqa: E402
+    EngineCache,
+    ModelSource,
+    Precision,
+    ShapeRange,
+    build_engine,
+    default_shapes_for,
+    open_engine,
+)
 from elan_deploy.runtimes.coreml_rt import (  # noqa: E402
+    DEFAULT_SHAPES,
     PACKAGE,
     CoreMLRuntime,
+    PredictionNeedsMacOS,
     engine_shapes,
     load_program_spec,
     op_output_dtypes,
@@ -43,8 +54,15 @@ def source(bundled) -> ModelSource:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> EngineCache:
-    return EngineCache(tmp_path_factory.mktemp("coreml-engines"))
+def cache_root(tmp_path_factory):
+    """A cache root laid out as the CLI's --cache-dir (engines/ and onnx/), so the command-line
+    tests find the engines the fixtures below built."""
+    return tmp_path_factory.mktemp("coreml-cache")
+
+
+@pytest.fixture(scope="module")
+def cache(cache_root) -> EngineCache:
+    return EngineCache(cache_root / "engines")
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +124,57 @@ def test_int8_quantizes_weights(source, cache, fp16_engine):
     assert size(engine) < 0.75 * size(fp16_engine)
 
 
-@pytest.mark.skipif(platform.system() == "Darwin", reason="checks the off-macOS error")
+off_macos = pytest.mark.skipif(platform.system() == "Darwin", reason="checks the off-macOS behaviour")
+
+
+@off_macos
 def test_load_off_macos_names_macos(source, cache, fp32_engine):
-    with pytest.raises(RuntimeUnavailable, match="macOS") as info:
+    assert not CoreMLRuntime().can_predict()
+    with pytest.raises(PredictionNeedsMacOS, match="macOS") as info:
         open_engine(source, "coreml", "fp32", SHAPES, cache=cache)
+    assert isinstance(info.value, RuntimeUnavailable)  # callers that know only the base class still catch it
     assert "\n" not in str(info.value) and PACKAGE in str(info.value)
+
+
+def test_converted_info_reads_the_engine_folder(fp16_engine):
+    info = CoreMLRuntime().converted_info(fp16_engine, Precision.FP16)
+    assert info.runtime == "coreml" and info.precision is Precision.FP16
+    assert info.precision_used == "fp16+fp32-attention" and info.details["shapes"] == "1x3x32x32"
+
+
+def test_default_shape_is_one_upscaler_tile():
+    """Without --shapes, Core ML builds the Upscaler's fixed tile (a range over H/W cannot convert)."""
+    from elan_deploy.upscale import DEFAULT_TILE
+
+    assert default_shapes_for("coreml") == DEFAULT_SHAPES == ShapeRange.static((1, 3, DEFAULT_TILE, DEFAULT_TILE))
+    assert engine_shapes(DEFAULT_SHAPES) == [(1, 3, DEFAULT_TILE, DEFAULT_TILE)]
+
+
+def _build_cli(output, cache_root, *shapes: str) -> int:
+    flags = ["--runtime", "coreml", "--precision", "fp16", *shapes, "--output", str(output), "--cache-dir", str(cache_root)]
+    return main(["build", *flags])
+
+
+@off_macos
+def test_build_cli_converts_on_linux(fp16_engine, cache_root, tmp_path, capsys):
+    """On Linux conversion is the job: exit 0, the package in --output, a note that prediction
+    needs macOS. (The engine is the fixture's, found in the same cache.)"""
+    output = tmp_path / "engine"
+    assert _build_cli(output, cache_root, "--shapes", "1x3x32x32") == 0
+    assert (output / PACKAGE / "Manifest.json").is_file()
+    assert (output / PACKAGE).is_dir() and any((output / PACKAGE).rglob("*.bin"))
+    err = capsys.readouterr()
+    assert "note: Core ML prediction needs macOS" in err.err and "1x3x32x32" in err.out
+
+
+@pytest.mark.slow
+@off_macos
+def test_build_cli_default_shape_converts_on_linux(cache_root, tmp_path, capsys):
+    """The issue's command as typed (default shape: one 256x256 tile; ~1 min on 2 cores)."""
+    output = tmp_path / "engine"
+    assert _build_cli(output, cache_root) == 0
+    assert (output / PACKAGE / "Manifest.json").is_file()
+    assert "1x3x256x256" in capsys.readouterr().out
 
 
 def test_shape_ranges():

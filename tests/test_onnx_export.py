@@ -40,7 +40,10 @@ SHAPES = [(1, 16, 16), (1, 48, 80), (1, 64, 64), (1, 192, 320), (2, 48, 80)]
 OPENVINO_SHAPES = [(1, 64, 64), (2, 48, 80)]
 COMBOS = [
     ("depthwise", "shared", "reshape"), ("slice", "sdpa", "reshape"), ("dense", "sdpa", "reshape"),
-    ("depthwise", "shared", "gather"), ("slice", "sdpa", "gather"), ("dense", "shared", "gather"),
+    ("depthwise", "shared", "gather"),
+    # the other shift/attention forms with gather windows: an export each, so with `-m slow`
+    pytest.param("slice", "sdpa", "gather", marks=pytest.mark.slow),
+    pytest.param("dense", "shared", "gather", marks=pytest.mark.slow),
 ]
 DATA_MOVEMENT = ("Reshape", "Transpose", "Split", "Concatenation", "Reorder", "Gather")
 # OpenVINO 2026.4 executed 1096 data-movement nodes for the reshape-window export at 1x3x192x320

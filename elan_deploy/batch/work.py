@@ -63,7 +63,7 @@ def upscale_image_file(job: Job, upscaler: Upscaler, job_digest: str) -> tuple[s
     """Read, upscale and write one image atomically; returns the reader's warnings as notes."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        image = read_image(job.source)
+        image = read_image(job.source, keep_gray=True)
     pixels = upscaler.upscale_uint8(image)
     tag = OutputTag(file_sha256(job.source), job_digest, int(pixels.shape[1]), int(pixels.shape[0]))
     write_output(job.output, pixels, tag)

@@ -25,7 +25,7 @@ from elan_deploy.bench.runner import BenchConfig, BenchRunner
 from elan_deploy.commands.compare_cmd import print_comparison, read_results
 from elan_deploy.commands.common import add_model_args, check_onnx_matches, positive_int, scratch_dir
 from elan_deploy.console import fmt, interactive, print_table, progress, quiet_library_progress, stderr, stdout
-from elan_deploy.cpu import cpu_caps, cpu_caps_detected
+from elan_deploy.cpu import cpu_caps
 from elan_deploy.datasets import load_dataset
 from elan_deploy.errors import ElanDeployError, WorkFailed
 from elan_deploy.fileio import write_json_atomic

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from elan_deploy.commands.common import add_engine_args, add_model_args, precision_differs, source_and_cache_from_args
 from elan_deploy.console import print_table, stderr
-from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
+from elan_deploy.errors import ElanDeployError
 
 
 def check_output_folder(output: Path) -> None:
@@ -34,6 +34,7 @@ def run_build(args: argparse.Namespace) -> int:
     from elan_deploy.model import load_model
     from elan_deploy.runtimes import BuildOptions, ShapeRange, build_engine, default_shapes_for, get_runtime
     from elan_deploy.runtimes.cache import is_engine_folder
+    from elan_deploy.runtimes.coreml_rt import PredictionNeedsMacOS
 
     if args.output is not None:
         check_output_folder(args.output)
@@ -47,9 +48,10 @@ def run_build(args: argparse.Namespace) -> int:
     try:
         info = runtime.load(folder, source_precision(args.precision), shapes, options).info
         version, used, threads = info.runtime_version, info.precision_used, info.threads
-    except RuntimeUnavailable as exc:  # converted, but this OS cannot run it (Core ML off macOS)
+    except PredictionNeedsMacOS as exc:  # converted, but this OS cannot run it
         note = str(exc)
-        version, used, threads = runtime.version(), "-", args.threads
+        info = runtime.converted_info(folder, source_precision(args.precision))
+        version, used, threads = info.runtime_version, info.precision_used, args.threads
     seconds = time.perf_counter() - start
     shown = str(folder)
     if args.output is not None:

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_engine_args(p)
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"LR tile size above which images are tiled; 0 = never [{DEFAULT_TILE}]")
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}]")
+    p.add_argument("--overlap", type=int, default=None, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}, at most half the tile]")
     p.add_argument("--batch", type=positive_int, default=1, help="tiles per engine call [1]")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface [127.0.0.1]")
     p.add_argument("--http-port", type=port, default=8000, help="HTTP/REST port [8000]")

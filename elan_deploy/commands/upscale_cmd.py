@@ -168,7 +168,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_engine_args(p)
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"LR tile size above which images are tiled; 0 = never [{DEFAULT_TILE}]")
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}]")
+    p.add_argument("--overlap", type=int, default=None, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}, at most half the tile]")
     p.add_argument("--batch", type=positive_int, default=1, help="tiles per engine call [1]")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs, even inputs or files this tool did not write")
     ray = p.add_argument_group("many images on Ray Data (pip install 'elan-deploy[ray]')")

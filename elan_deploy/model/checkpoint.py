@@ -8,7 +8,6 @@ strictly, so a missing or extra tensor is an error rather than a silently random
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import re

@@ -13,7 +13,6 @@ A bad request gets an error response for that request only; the model stays load
 
 import json
 
-import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by Triton's Python backend
 
 try:

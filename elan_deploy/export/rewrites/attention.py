@@ -53,13 +53,18 @@ class WindowGeometry(NamedTuple):
 SharedState = list[torch.Tensor]
 
 
+def check_gmsa_reference(reference: GMSA) -> None:
+    """The rewrites fold project_inp's BatchNorm into its conv: refuse any other layout."""
+    if len(reference.project_inp) != 2 or not isinstance(reference.project_inp[1], nn.BatchNorm2d):
+        raise ElanDeployError("GMSA.project_inp must be Conv2d followed by BatchNorm2d")
+
+
 class DeployGMSA(nn.Module):
     """Same math as `elan.GMSA`; inputs and outputs NCHW, channel-last inside."""
 
     def __init__(self, reference: GMSA, attention: str = "shared") -> None:
         super().__init__()
-        if len(reference.project_inp) != 2 or not isinstance(reference.project_inp[1], nn.BatchNorm2d):
-            raise ElanDeployError("GMSA.project_inp must be Conv2d followed by BatchNorm2d")
+        check_gmsa_reference(reference)
         self.attention = check_attention_strategy(attention)
         self.calc_attn = reference.calc_attn
         self.shifted = reference.shifts > 0

@@ -31,6 +31,7 @@ from torch import nn
 
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.export.rewrites.batchnorm import fold_batchnorm
+from elan_deploy.export.rewrites.attention import check_gmsa_reference
 from elan_deploy.export.strategies import check_attention_strategy
 from elan_deploy.model.elan import GMSA
 
@@ -103,8 +104,7 @@ class GatherGMSA(nn.Module):
 
     def __init__(self, reference: GMSA, attention: str = "shared") -> None:
         super().__init__()
-        if len(reference.project_inp) != 2 or not isinstance(reference.project_inp[1], nn.BatchNorm2d):
-            raise ElanDeployError("GMSA.project_inp must be Conv2d followed by BatchNorm2d")
+        check_gmsa_reference(reference)
         self.attention = check_attention_strategy(attention)
         self.calc_attn = reference.calc_attn
         self.shifted = reference.shifts > 0
