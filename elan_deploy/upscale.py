@@ -29,8 +29,9 @@ import numpy as np
 
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.runtimes.base import Engine, ShapeRange
+# One copy of the padding: prepost.py is NumPy-only because Triton repositories ship it alone.
+from elan_deploy.serve.prepost import MULTIPLE, pad_reflect, round_up
 
-MULTIPLE = 16
 DEFAULT_TILE = 256
 DEFAULT_OVERLAP = 64
 WRAP_CONTEXT = 16  # one window-grid cell: keeps the spliced rows on the same window grid
@@ -47,22 +48,6 @@ PROCESS_BASE_BYTES = 300 * 2**20
 MAX_MEMORY_ENV = "ELAN_DEPLOY_MAX_MEMORY"
 # Pillow's ITU-R 601-2 luma (Image.convert("L")): grayscale outputs match what Pillow would make.
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-def round_up(value: int, multiple: int = MULTIPLE) -> int:
-    return -(-value // multiple) * multiple
-
-
-def pad_reflect(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Pad HxWx3 bottom/right to (height, width); mirror repeatedly for tiny images."""
-    out = image
-    while out.shape[0] < height or out.shape[1] < width:
-        ph = min(height - out.shape[0], out.shape[0] - 1)
-        pw = min(width - out.shape[1], out.shape[1] - 1)
-        if ph <= 0 and pw <= 0:  # 1-pixel image: mirroring cannot grow it
-            return np.pad(out, ((0, height - out.shape[0]), (0, width - out.shape[1]), (0, 0)), mode="edge")
-        out = np.pad(out, ((0, max(ph, 0)), (0, max(pw, 0)), (0, 0)), mode="reflect")
-    return out
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -271,6 +271,7 @@ def test_no_cache_leaves_no_engine_behind(tmp_path: Path, exported_onnx: Path) -
 
 from elan_deploy.bench.compare import best_cell, headline_reference  # noqa: E402
 from elan_deploy.bench.matrix import Cell, build_matrix, plan_for_cpu  # noqa: E402
+from elan_deploy.export.strategies import DEFAULT_WINDOWS, WINDOW_STRATEGIES  # noqa: E402
 from elan_deploy.console import PlainProgress  # noqa: E402
 from elan_deploy.cpu import FLAGS_ENV, CpuCaps, cpu_caps, parse_flags, precision_plan  # noqa: E402
 
@@ -318,18 +319,26 @@ def test_a_cell_that_would_run_another_cells_precision_is_a_duplicate() -> None:
     assert skips[Cell("openvino", "fp16")].duplicate_of == "openvino bf16"
     assert plan_for_cpu(cells, None, SAPPHIRE_RAPIDS) == {}  # f16 is native there: nothing to leave out
     assert plan_for_cpu(cells, ["fp16", "bf16"], ZEN4) == {}
+    # another window strategy is another engine, not a duplicate of the default one
+    every = plan_for_cpu(build_matrix(strategies=True), None, ZEN4)
+    other = Cell("openvino", "bf16", windows=next(w for w in WINDOW_STRATEGIES if w != DEFAULT_WINDOWS))
+    assert other in build_matrix(strategies=True) and other not in every
+    assert every[Cell("openvino", "fp16")].duplicate_of == "openvino bf16"
 
 
 def test_the_headline_ratio_is_against_the_fastest_torch_compile_cell() -> None:
+    def strategy(runtime: str) -> dict:  # what the runner records for an engine row
+        return {} if runtime.startswith("torch") else {"shift": "depthwise", "attention": "shared", "windows": DEFAULT_WINDOWS}
+
     def latency(runtime: str, precision: str, p50: float, shape: str = "1x3x180x320") -> dict:
-        return {"kind": "latency", "runtime": runtime, "precision": precision, "shape": shape, "p50_ms": p50}
+        return {"kind": "latency", "runtime": runtime, "precision": precision, "shape": shape, "p50_ms": p50} | strategy(runtime)
 
     doc = {"rows": [latency("torch", "fp32", 2000.0), latency("torch-compile", "fp32", 900.0), latency("torch-compile", "bf16", 1200.0),
                     latency("torch-compile", "bf16", 10.0, "1x3x64x64")]}
     assert headline_reference(doc, "1x3x180x320") == {
         "cell": "torch-compile fp32", "runtime": "torch-compile", "precision": "fp32", "shape": "1x3x180x320", "p50_ms": 900.0}
     assert reference_cell(doc, doc) == ("torch-compile", "fp32")
-    quality = [{"kind": "quality", "runtime": r, "precision": p, "dataset": "Set5", "psnr": v}
+    quality = [{"kind": "quality", "runtime": r, "precision": p, "dataset": "Set5", "psnr": v} | strategy(r)
                for r, p, v in (("torch", "fp32", 32.44), ("openvino", "int8", 32.40), ("openvino", "bf16", 32.43))]
     doc["rows"] += quality + [latency("openvino", "int8", 300.0), latency("openvino", "bf16", 450.0)]
     best = best_cell(doc, "1x3x180x320", "Set5")

@@ -244,7 +244,8 @@ def test_corrupted_node_is_named_as_the_first_divergence(exported_onnx, tmp_path
     reference = LayerTarget("reference", "onnxruntime", exported_onnx)
     candidate = LayerTarget("corrupted", "onnxruntime", corrupted)
     (report,) = compare_layers(reference, [candidate], exported_onnx, _natural_feed(32, 32), threshold_db=40.0)
-    assert len(report.rows) > 1000  # every float tensor of the graph
+    compute = {n.output[0] for n in model.graph.node if n.op_type in ("Conv", "MatMul", "Softmax")}
+    assert compute <= {r.tensor for r in report.rows}  # every layer of the graph is compared, not a sample
     assert report.first_divergence == victim.output[0]
     victim_depth = list(model.graph.node).index(victim)
     before = [r for r in report.rows if r.depth < victim_depth]

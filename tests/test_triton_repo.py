@@ -153,14 +153,23 @@ def test_openvino_precision_reaches_the_backend(precision, hint):
     assert (config.parameters["HINT_BF16"].string_value if "HINT_BF16" in config.parameters else None) == hint
 
 
-def test_pre_pad_equals_the_upscaler_pad():
+def test_pre_pad_is_the_reference_models_reflect_pad():
+    """The one padding (prepost, shared with the Upscaler) equals ELAN's own `F.pad(mode="reflect")`
+    wherever that is defined, and mirrors repeatedly for images smaller than the pad."""
+    import torch
+    import torch.nn.functional as F
+
     from elan_deploy.serve.prepost import pad_reflect, round_up
-    from elan_deploy.upscale import pad_reflect as upscaler_pad
 
     rng = np.random.default_rng(0)
-    for h, w in ((1, 1), (2, 3), (5, 40), (17, 33), (48, 64)):
+    for h, w in ((17, 33), (48, 64), (9, 20), (5, 40), (1, 1)):
         image = rng.integers(0, 256, (h, w, 3)).astype(np.float32)
-        assert np.array_equal(pad_reflect(image, round_up(h), round_up(w)), upscaler_pad(image, round_up(h), round_up(w)))
+        padded = pad_reflect(image, round_up(h), round_up(w))
+        assert padded.shape == (round_up(h), round_up(w), 3) and np.array_equal(padded[:h, :w], image)
+        if round_up(h) - h < h and round_up(w) - w < w:  # one reflection: torch defines it
+            chw = torch.from_numpy(image).permute(2, 0, 1)[None]
+            expected = F.pad(chw, (0, round_up(w) - w, 0, round_up(h) - h), mode="reflect")[0].permute(1, 2, 0).numpy()
+            assert np.array_equal(padded, expected)
 
 
 @pytest.mark.parametrize(

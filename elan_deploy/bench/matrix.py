@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from elan_deploy.cpu import CpuCaps, cpu_caps, precision_plan
+from elan_deploy.export.strategies import DEFAULT_WINDOWS, WINDOW_STRATEGIES
 from elan_deploy.runtimes import is_available
 
 # (runtime, precision) in report order: baselines first, then engines.
@@ -45,14 +46,14 @@ class Cell:
     precision: str
     shift: str = "depthwise"
     attention: str = "shared"
-    windows: str = "reshape"
+    windows: str = DEFAULT_WINDOWS
 
     @property
     def label(self) -> str:
         base = f"{self.runtime} {self.precision}"
-        if self.runtime.startswith("torch") or (self.shift, self.attention, self.windows) == ("depthwise", "shared", "reshape"):
+        if self.runtime.startswith("torch") or (self.shift, self.attention, self.windows) == ("depthwise", "shared", DEFAULT_WINDOWS):
             return base
-        if self.windows != "reshape":
+        if self.windows != DEFAULT_WINDOWS:
             return f"{base} [{self.shift}/{self.attention}/{self.windows}]"
         return f"{base} [{self.shift}/{self.attention}]"
 
@@ -80,8 +81,12 @@ def build_matrix(
                 for attention in ATTENTION_STRATEGIES:
                     if (shift, attention) != ("depthwise", "shared"):
                         cells.append(Cell(runtime, "fp32", shift, attention))
-            # gather windows: one Gather of pixels per window group instead of reshape chains
-            cells += [Cell(runtime, precision, windows="gather") for precision in ("fp32", "bf16") if (runtime, precision) in DEFAULT_CELLS]
+            # the other window forms (reshape chains vs one Gather of pixels per window group)
+            cells += [
+                Cell(runtime, precision, windows=windows)
+                for windows in WINDOW_STRATEGIES if windows != DEFAULT_WINDOWS
+                for precision in ("fp32", "bf16", "int8") if (runtime, precision) in DEFAULT_CELLS
+            ]
     if runtimes:
         cells = [c for c in cells if c.runtime in runtimes]
     if precisions:
@@ -119,12 +124,12 @@ def plan_for_cpu(cells: list[Cell], asked_precisions: list[str] | None = None, c
     caps = caps or cpu_caps()
     asked = set(asked_precisions or ())
     skips: dict[Cell, PlannedSkip] = {}
-    runs_first: dict[tuple[str, str, str, str], Cell] = {}
+    runs_first: dict[tuple[str, str, str, str, str], Cell] = {}
     for cell in cells:
         if cell.precision in asked or (cell.runtime, cell.precision) == ("torch", "fp32"):
             continue
         plan = precision_plan(cell.runtime, cell.precision, caps)
-        key = (cell.runtime, cell.shift, cell.attention, plan.runs)
+        key = (cell.runtime, cell.shift, cell.attention, cell.windows, plan.runs)
         if not plan.native:
             also = f"; the {runs_first[key].label} cell measures what it runs" if key in runs_first else ""
             skips[cell] = PlannedSkip(f"not native here: {plan.reason}{also}; --precision {cell.precision} runs it anyway")

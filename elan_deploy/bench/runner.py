@@ -29,6 +29,7 @@ from elan_deploy.bench.matrix import Cell, PlannedSkip, unavailable_reason
 from elan_deploy.bench.worker import LatencyWorker, WorkerFailed, WorkerSpec
 from elan_deploy.datasets import SRDataset
 from elan_deploy.errors import ElanDeployError
+from elan_deploy.export.strategies import DEFAULT_WINDOWS
 from elan_deploy.imaging import list_images, read_image, to_uint8
 from elan_deploy.metrics import psnr, psnr_y, ssim_y
 from elan_deploy.model.checkpoint import LoadedCheckpoint
@@ -89,7 +90,7 @@ class BenchRunner:
     def source(self, cell: Cell) -> ModelSource:
         key = (cell.shift, cell.attention, cell.windows)
         if key not in self.sources:
-            given = self.config.onnx if key == ("depthwise", "shared", "reshape") else None
+            given = self.config.onnx if key == ("depthwise", "shared", DEFAULT_WINDOWS) else None
             self.sources[key] = ModelSource(
                 self.loaded, shift=cell.shift, attention=cell.attention, windows=cell.windows, onnx=given,
                 work_dir=self.config.work_dir / "onnx",

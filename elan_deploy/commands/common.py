@@ -42,7 +42,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def add_engine_args(parser: argparse.ArgumentParser, default_runtime: str = "onnxruntime") -> None:
     """Runtime, precision, shapes, export strategies and cache flags (build, upscale, eval, bench)."""
-    from elan_deploy.export.strategies import ATTENTION_STRATEGIES, SHIFT_STRATEGIES, WINDOW_STRATEGIES
+    from elan_deploy.export.strategies import ATTENTION_STRATEGIES, DEFAULT_WINDOWS, SHIFT_STRATEGIES, WINDOW_STRATEGIES
     from elan_deploy.runtimes import RUNTIME_NAMES
 
     parser.add_argument("--runtime", default=default_runtime, help=f"one of {', '.join(RUNTIME_NAMES)} [{default_runtime}]")
@@ -51,7 +51,7 @@ def add_engine_args(parser: argparse.ArgumentParser, default_runtime: str = "onn
     parser.add_argument("--onnx", type=Path, help="use this exported ONNX instead of exporting the model")
     parser.add_argument("--shift", default="depthwise", choices=SHIFT_STRATEGIES, help="shift-conv export strategy [depthwise]")
     parser.add_argument("--attention", default="shared", choices=ATTENTION_STRATEGIES, help="attention export strategy [shared]")
-    parser.add_argument("--windows", default="reshape", choices=WINDOW_STRATEGIES, help="window partition export strategy [reshape]")
+    parser.add_argument("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_STRATEGIES, help=f"window partition export strategy [{DEFAULT_WINDOWS}]")
     parser.add_argument("--threads", type=positive_int, help="inference threads [runtime default]")
     parser.add_argument("--cache-dir", type=Path, help="cache folder for engines and exports [$ELAN_DEPLOY_CACHE or ~/.cache/elan-deploy]")
     parser.add_argument("--no-cache", action="store_true", help="ignore the cache: build into a scratch folder removed on exit")

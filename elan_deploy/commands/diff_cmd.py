@@ -175,7 +175,7 @@ def run_diff_command(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from elan_deploy.commands.common import add_model_args, positive_int
-    from elan_deploy.export.strategies import ATTENTION_STRATEGIES, SHIFT_STRATEGIES, WINDOW_STRATEGIES
+    from elan_deploy.export.strategies import ATTENTION_STRATEGIES, DEFAULT_WINDOWS, SHIFT_STRATEGIES, WINDOW_STRATEGIES
 
     p = sub.add_parser(
         "diff", help="engines against a reference (Polygraphy): max/mean error, PSNR, NaN/Inf, layer by layer (exit 1 if any fails)",
@@ -192,7 +192,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", type=Path, help="use this exported ONNX for the ONNX-based engines instead of exporting the model")
     p.add_argument("--shift", default="depthwise", choices=SHIFT_STRATEGIES, help="shift-conv export strategy [depthwise]")
     p.add_argument("--attention", default="shared", choices=ATTENTION_STRATEGIES, help="attention export strategy [shared]")
-    p.add_argument("--windows", default="reshape", choices=WINDOW_STRATEGIES, help="window partition export strategy [reshape]")
+    p.add_argument("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_STRATEGIES, help=f"window partition export strategy [{DEFAULT_WINDOWS}]")
     p.add_argument("--json", type=Path, help="write the results (and with --layers every tensor's numbers) here")
     p.add_argument("--layers", action="store_true", help="also compare every intermediate tensor (Polygraphy mark-all) on the first image and name the first divergence")
     p.add_argument("--layer-psnr-threshold", type=_non_negative, default=40.0, help="a tensor diverges below this PSNR (dB, peak = max |reference tensor|) [40]")

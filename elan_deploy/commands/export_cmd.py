@@ -68,13 +68,13 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from elan_deploy.export.strategies import ATTENTION_STRATEGIES, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SHIFT_STRATEGIES, WINDOW_STRATEGIES
+    from elan_deploy.export.strategies import ATTENTION_STRATEGIES, DEFAULT_OPSET, DEFAULT_WINDOWS, MAX_OPSET, MIN_OPSET, SHIFT_STRATEGIES, WINDOW_STRATEGIES
 
     p = sub.add_parser("export", help="export a checkpoint to a verified ONNX file")
     add_model_args(p)
     p.add_argument("--shift", default="depthwise", choices=SHIFT_STRATEGIES, help="shift-conv form [depthwise]")
     p.add_argument("--attention", default="shared", choices=ATTENTION_STRATEGIES, help="attention sharing form [shared]")
-    p.add_argument("--windows", default="reshape", choices=WINDOW_STRATEGIES, help="window partition form: reshape chains, or one Gather of pixels per group [reshape]")
+    p.add_argument("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_STRATEGIES, help=f"window partition form: one Gather of pixels per group, or reshape chains [{DEFAULT_WINDOWS}]")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET}; 23 turns 'sdpa' attention into the fused Attention op [{DEFAULT_OPSET}]")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim/onnxslim")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check against the reference")

@@ -11,7 +11,7 @@ from elan_deploy.batch.plan import Plan, plan_upscale, refuse_other_outputs
 from elan_deploy.batch.results import BatchSummary, FileResult, run_guarded, skipped
 from elan_deploy.batch.video import DEFAULT_CRF
 from elan_deploy.batch.work import EngineRecipe, UpscaleSettings
-from elan_deploy.commands.common import add_engine_args, add_model_args, engine_from_args, positive_int
+from elan_deploy.commands.common import add_engine_args, add_model_args, engine_from_args, positive_int, warn_if_precision_differs
 from elan_deploy.console import progress, stderr
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler
@@ -50,13 +50,6 @@ def _video_options(args: argparse.Namespace):
     return VideoOptions(args.codec, args.crf, parse_bitrate(args.bitrate) if args.bitrate is not None else None)
 
 
-def warn_precision(engine, asked: str) -> None:
-    """One line when the runtime ran another precision than the one asked for."""
-    used = str(engine.info.precision_used)
-    if used.split("+")[0] != asked.lower():
-        stderr.print(f"warning: asked for {asked}, {engine.info.runtime} runs {used} on this machine", markup=False)
-
-
 def job_settings_from_args(args: argparse.Namespace) -> JobSettings:
     """The settings recorded in every output, known before any engine is built."""
     from elan_deploy.commands.common import source_and_cache_from_args
@@ -71,7 +64,7 @@ def job_settings_from_args(args: argparse.Namespace) -> JobSettings:
 def open_engine_for(args: argparse.Namespace):
     """(source, engine, UpscaleSettings) from the flags; warns when another precision runs."""
     source, engine, shapes = engine_from_args(args)
-    warn_precision(engine, args.precision)
+    warn_if_precision_differs(engine.info, args.precision)
     settings = UpscaleSettings(source.scale, args.tile or None, args.overlap, args.batch, shapes if shapes.is_static else None)
     return source, engine, shapes, settings
 

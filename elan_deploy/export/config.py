@@ -9,6 +9,7 @@ from elan_deploy.export.strategies import (
     ATTENTION_STRATEGIES,
     DEFAULT_OPSET,
     SHIFT_STRATEGIES,
+    DEFAULT_WINDOWS,
     WINDOW_STRATEGIES,
     check_attention_strategy,
     check_opset,
@@ -32,7 +33,7 @@ class ExportConfig:
 
     shift: str = "depthwise"
     attention: str = "shared"
-    windows: str = "reshape"
+    windows: str = DEFAULT_WINDOWS
     opset: int = DEFAULT_OPSET
     dynamic_batch: bool = True
     simplify: bool = True

@@ -5,11 +5,11 @@ Differences from `elan.ELAN`, each exact (see `elan_deploy.export.rewrites`):
   (16). The Upscaler pads and crops once for every runtime, so the graph stays static-friendly;
 - `sub_mean` is a constant Add, `add_mean` is folded into the tail conv, BN into project_inp;
 - shift-convs, rolls, windows and attention sharing use the chosen export strategies:
-  "reshape" windows (the default) keep the Slice/Concat rolls and Reshape/Transpose partitions;
-  "gather" windows cut and merge each window group with one Gather of pixels whose indices are
-  computed once per forward pass from H and W (`rewrites.window_gather`). Gather executes a
-  third of the data-movement nodes in OpenVINO, but its per-group projections cost more than
-  that saves in bf16 (BENCHMARKS.md), so it is opt-in until it measures faster.
+  "gather" windows (the default) cut and merge each window group with one Gather of pixels
+  whose indices are computed once per forward pass from H and W (`rewrites.window_gather`);
+  "reshape" windows keep the Slice/Concat rolls and Reshape/Transpose partitions of the paper's
+  code. Gather executes 43 % of the data-movement nodes in OpenVINO and measured 12-15 % faster
+  end to end (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from elan_deploy.export.rewrites.shift_conv import build_shift_conv
 from elan_deploy.export.rewrites.window_gather import GatherGMSA, WindowIndex, window_indices
 from elan_deploy.export.strategies import (
     ATTENTION_STRATEGIES,
+    DEFAULT_WINDOWS,
     SHIFT_STRATEGIES,
     WINDOW_STRATEGIES,
     check_attention_strategy,
@@ -53,7 +54,7 @@ class DeployLFE(nn.Module):
 class DeployELAB(nn.Module):
     """(1 + shared_depth) LFE/GMSA pairs; the first GMSA's attention state feeds the others."""
 
-    def __init__(self, reference: ELAB, shift: str, attention: str, windows: str = "reshape") -> None:
+    def __init__(self, reference: ELAB, shift: str, attention: str, windows: str = DEFAULT_WINDOWS) -> None:
         super().__init__()
         depth = 1 + reference.shared_depth
         self.windows = check_window_strategy(windows)
@@ -91,7 +92,7 @@ def check_input_shape(x: torch.Tensor, multiple: int) -> None:
 class DeployELAN(nn.Module):
     """Export form of ELAN: N,3,H,W in 0..255 (H, W multiples of 16) → N,3,sH,sW."""
 
-    def __init__(self, reference: ELAN, shift: str = "depthwise", attention: str = "shared", windows: str = "reshape") -> None:
+    def __init__(self, reference: ELAN, shift: str = "depthwise", attention: str = "shared", windows: str = DEFAULT_WINDOWS) -> None:
         super().__init__()
         self.shift = check_shift_strategy(shift)
         self.attention = check_attention_strategy(attention)
@@ -120,7 +121,7 @@ class DeployELAN(nn.Module):
         return self.upsample(self.tail(x + skip))
 
 
-def build_deploy_model(reference: ELAN, shift: str = "depthwise", attention: str = "shared", windows: str = "reshape") -> DeployELAN:
+def build_deploy_model(reference: ELAN, shift: str = "depthwise", attention: str = "shared", windows: str = DEFAULT_WINDOWS) -> DeployELAN:
     """Rewrite a reference ELAN (eval mode; BN statistics are folded) into an eval-mode DeployELAN.
 
     The reference is not modified and shares no parameters with the result.

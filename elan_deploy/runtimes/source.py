@@ -15,6 +15,7 @@ from pathlib import Path
 import elan_deploy
 from typing import TYPE_CHECKING
 
+from elan_deploy.export.strategies import DEFAULT_WINDOWS
 from elan_deploy.fileio import file_sha256
 
 if TYPE_CHECKING:  # the checkpoint module imports torch; engines loaded from files never need it
@@ -31,7 +32,7 @@ class ModelSource:
     loaded: LoadedCheckpoint
     shift: str = "depthwise"
     attention: str = "shared"
-    windows: str = "reshape"
+    windows: str = DEFAULT_WINDOWS
     opset: int | None = None
     onnx: Path | None = None  # a given ONNX file; otherwise exported on demand into `work_dir`
     work_dir: Path | None = None

@@ -2,8 +2,8 @@
 
 This module imports nothing but NumPy on purpose: `elan-deploy serve` uses its checks, and
 `elan-deploy triton-repo` copies it beside the Python-backend model of the repository, where
-it runs inside a stock Triton container that has NumPy but not elan-deploy. It therefore
-repeats the Upscaler's reflect padding for the untiled case (a test keeps the two equal).
+it runs inside a stock Triton container that has NumPy but not elan-deploy. The Upscaler
+imports its reflect padding from here, so there is one copy.
 
 Wire format, the same for `serve` and the repository's ensemble: input `image`, UINT8
 [N, H, W, 3] RGB; output `image`, UINT8 [N, sH, sW, 3].
