@@ -172,3 +172,22 @@ def _openvino_plan(precision: str, caps: CpuCaps, without: str) -> PrecisionPlan
 def native_precisions(runtime: str, precisions: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8"), caps: CpuCaps | None = None) -> list[str]:
     """The precisions of `precisions` that `runtime` runs natively on this CPU."""
     return [p for p in precisions if precision_plan(runtime, p, caps).native]
+
+
+# What each runtime runs fastest here without calibration, from BENCHMARKS.md: reduced precision
+# where the hardware has it, fp32 where the CPU kernels for fp16/int8 are slower (ONNX Runtime).
+_FASTEST_REDUCED = {"torch": "bf16", "torch-compile": "bf16", "openvino": "bf16", "tensorrt": "fp16", "coreml": "fp16"}
+
+
+def fastest_native_precision(runtime: str, caps: CpuCaps | None = None) -> str:
+    """The precision `--precision auto` picks for `runtime` on this CPU.
+
+    bf16 for PyTorch and OpenVINO where the CPU has bf16 arithmetic (0.002-0.005 dB on Set5),
+    fp16 for the GPU/Apple runtimes, else fp32. INT8 is never picked: it needs a calibration of
+    minutes and its quality budget is the user's call.
+    """
+    reduced = _FASTEST_REDUCED.get(runtime)
+    if reduced is None:
+        return "fp32"
+    plan = precision_plan(runtime, reduced, caps)
+    return reduced if plan.native and plan.runs == reduced else "fp32"

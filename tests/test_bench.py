@@ -483,3 +483,13 @@ def test_torch_compile_baseline_matches_eager(bundled) -> None:
     eager = TorchEngine(bundled.model, Precision.FP32)(x)
     compiled = CompiledTorchEngine(bundled.model, Precision.FP32)(x)
     assert np.abs(compiled - eager).max() <= 1e-3 * np.abs(eager).max()
+
+
+@pytest.mark.skipif(not X86, reason="precision support is judged by x86 flags")
+def test_auto_precision_is_the_fastest_one_the_cpu_runs_natively() -> None:
+    from elan_deploy.cpu import fastest_native_precision
+
+    assert [fastest_native_precision("openvino", caps) for caps in (AVX2, ZEN4, SAPPHIRE_RAPIDS)] == ["fp32", "bf16", "bf16"]
+    assert [fastest_native_precision("torch-compile", caps) for caps in (AVX2, ZEN4)] == ["fp32", "bf16"]
+    assert fastest_native_precision("onnxruntime", SAPPHIRE_RAPIDS) == "fp32"
+    assert fastest_native_precision("tensorrt", AVX2) == "fp16"

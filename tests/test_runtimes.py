@@ -98,6 +98,16 @@ def test_openvino_reports_the_precision_it_used(model_source) -> None:
     assert bf16.info.precision_used in {"bf16", "fp32"}  # fp32 on CPUs without bf16 support
 
 
+def test_a_changed_export_rewrite_is_another_model(bundled, monkeypatch) -> None:
+    """Engines and exports cached from an earlier form of the graph are not reused under the same version."""
+    from elan_deploy.runtimes import source as source_module
+
+    before = source_module.ModelSource(bundled).fingerprint()
+    assert source_module.ModelSource(bundled).fingerprint() == before  # stable while the code is
+    monkeypatch.setattr(source_module, "export_code_digest", lambda: "another-rewrite")
+    assert source_module.ModelSource(bundled).fingerprint() != before
+
+
 def test_engine_cache_reuses_and_detects_corruption(model_source, tmp_path: Path) -> None:
     cache = EngineCache(tmp_path)
     shapes = ShapeRange.parse("1x3x32x32")

@@ -6,6 +6,7 @@ issue 12 item 10 (an output named like a file is a file, never a folder) and the
 
 from __future__ import annotations
 
+import platform
 import sys
 from pathlib import Path
 
@@ -164,3 +165,26 @@ def test_precision_that_ran_differs_from_the_one_asked(tmp_path: Path, photos: P
         assert not warned, "warned although fp16 ran"
     else:
         assert warned == [f"warning: asked for fp16, openvino runs {used} on this machine"]
+
+
+@pytest.mark.parametrize("runtime,flags,expected", [
+    ("openvino", "avx2 avx512f avx512_vnni avx512_bf16", "bf16"),  # Zen 4/5: bf16 in hardware
+    ("openvino", "avx2 fma", "fp32"),  # Zen 3: OpenVINO would run f32 anyway
+    ("torch", "avx2 fma", "fp32"),  # bf16 would be emulated
+    ("onnxruntime", "avx2 avx512f avx512_bf16 amx_bf16", "fp32"),  # its fp16/int8 CPU kernels are slower
+])
+def test_upscale_defaults_to_the_runtimes_fastest_native_precision(runtime: str, flags: str, expected: str, monkeypatch) -> None:
+    from elan_deploy.cli import build_parser
+    from elan_deploy.commands.common import resolve_auto_precision
+    from elan_deploy.cpu import FLAGS_ENV
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("precision support is judged by x86 flags")
+    monkeypatch.setenv(FLAGS_ENV, flags)
+    args = build_parser().parse_args(["upscale", "in.png", "-o", "out.png", "--runtime", runtime])
+    assert args.precision == "auto"
+    resolve_auto_precision(args)
+    assert args.precision == expected
+    named = build_parser().parse_args(["upscale", "in.png", "-o", "out.png", "--runtime", runtime, "--precision", "fp32"])
+    resolve_auto_precision(named)
+    assert named.precision == "fp32"  # a precision asked for by name is kept

@@ -40,13 +40,22 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=4, choices=(2, 3, 4), help="upscaling factor [4]")
 
 
-def add_engine_args(parser: argparse.ArgumentParser, default_runtime: str = "onnxruntime") -> None:
-    """Runtime, precision, shapes, export strategies and cache flags (build, upscale, eval, bench)."""
+def add_engine_args(parser: argparse.ArgumentParser, default_runtime: str = "onnxruntime", default_precision: str = "fp32") -> None:
+    """Runtime, precision, shapes, export strategies and cache flags (build, upscale, eval, bench).
+
+    `default_precision="auto"` lets the command pick the runtime's fastest native precision on
+    this CPU (`resolve_auto_precision`), for commands that make images rather than measure.
+    """
     from elan_deploy.export.strategies import ATTENTION_STRATEGIES, DEFAULT_WINDOWS, SHIFT_STRATEGIES, WINDOW_STRATEGIES
     from elan_deploy.runtimes import RUNTIME_NAMES
 
     parser.add_argument("--runtime", default=default_runtime, help=f"one of {', '.join(RUNTIME_NAMES)} [{default_runtime}]")
-    parser.add_argument("--precision", default="fp32", help="fp32, fp16, bf16 or int8 [fp32]")
+    if default_precision == "auto":
+        parser.add_argument("--precision", default="auto",
+                            help="fp32, fp16, bf16, int8, or auto: the runtime's fastest native precision on this CPU "
+                                 "(bf16 for openvino/torch with avx512_bf16 or AMX, else fp32) [auto]")
+    else:
+        parser.add_argument("--precision", default=default_precision, help=f"fp32, fp16, bf16 or int8 [{default_precision}]")
     parser.add_argument("--shapes", help="engine input shapes: NxCxHxW (static) or min:opt:max [1x3x16x16:1x3x192x320:4x3x512x512]")
     parser.add_argument("--onnx", type=Path, help="use this exported ONNX instead of exporting the model")
     parser.add_argument("--shift", default="depthwise", choices=SHIFT_STRATEGIES, help="shift-conv export strategy [depthwise]")
@@ -55,6 +64,14 @@ def add_engine_args(parser: argparse.ArgumentParser, default_runtime: str = "onn
     parser.add_argument("--threads", type=positive_int, help="inference threads [runtime default]")
     parser.add_argument("--cache-dir", type=Path, help="cache folder for engines and exports [$ELAN_DEPLOY_CACHE or ~/.cache/elan-deploy]")
     parser.add_argument("--no-cache", action="store_true", help="ignore the cache: build into a scratch folder removed on exit")
+
+
+def resolve_auto_precision(args: argparse.Namespace) -> None:
+    """Replace `--precision auto` by the precision it stands for on this CPU, in place."""
+    if str(args.precision).lower() == "auto":
+        from elan_deploy.cpu import fastest_native_precision
+
+        args.precision = fastest_native_precision(args.runtime)
 
 
 def engine_from_args(args: argparse.Namespace):

@@ -11,7 +11,14 @@ from elan_deploy.batch.plan import Plan, plan_upscale, refuse_other_outputs
 from elan_deploy.batch.results import BatchSummary, FileResult, run_guarded, skipped
 from elan_deploy.batch.video import DEFAULT_CRF
 from elan_deploy.batch.work import EngineRecipe, UpscaleSettings
-from elan_deploy.commands.common import add_engine_args, add_model_args, engine_from_args, positive_int, warn_if_precision_differs
+from elan_deploy.commands.common import (
+    add_engine_args,
+    add_model_args,
+    engine_from_args,
+    positive_int,
+    resolve_auto_precision,
+    warn_if_precision_differs,
+)
 from elan_deploy.console import progress, stderr
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler
@@ -19,6 +26,7 @@ from elan_deploy.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler
 
 def check_flags(args: argparse.Namespace, plan: Plan) -> None:
     """Flags that do not fit the input are usage errors, found before any work."""
+    resolve_auto_precision(args)
     video_flags = [f for f, v in (("--codec", args.codec), ("--crf", args.crf), ("--bitrate", args.bitrate)) if v is not None]
     if video_flags and not plan.video:
         raise ElanDeployError(f"{', '.join(video_flags)} apply to video inputs only; '{args.input}' is not a video")
@@ -159,7 +167,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file (.png/.jpg/.bmp/.tif/.webp; a video extension for a video) or folder (PNGs)")
     add_model_args(p)
-    add_engine_args(p)
+    add_engine_args(p, default_precision="auto")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"LR tile size above which images are tiled; 0 = never [{DEFAULT_TILE}]")
     p.add_argument("--overlap", type=int, default=None, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}, at most half the tile]")
     p.add_argument("--batch", type=positive_int, default=1, help="tiles per engine call [1]")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import elan_deploy
@@ -21,6 +22,20 @@ from elan_deploy.fileio import file_sha256
 if TYPE_CHECKING:  # the checkpoint module imports torch; engines loaded from files never need it
     from elan_deploy.model.checkpoint import LoadedCheckpoint
 from elan_deploy.scratch import cache_root
+
+
+@lru_cache(maxsize=1)
+def export_code_digest() -> str:
+    """sha256 of the code that writes the ONNX (the `export` and `model` packages).
+
+    Part of the fingerprint, so a changed rewrite re-exports and rebuilds instead of reusing
+    an engine cached from the previous form of the graph under the same version number.
+    """
+    digest = hashlib.sha256()
+    root = Path(elan_deploy.__file__).parent
+    for path in sorted([*(root / "export").rglob("*.py"), *(root / "model").rglob("*.py")]):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _digest_file(onnx_path: Path) -> Path:
@@ -58,7 +73,7 @@ class ModelSource:
         """Identifies the network an engine computes (keys the engine cache)."""
         if self.onnx is not None:
             return file_sha256(self.onnx)
-        text = f"{self.loaded.sha256}:{self.shift}:{self.attention}:{self.windows}:{self.opset}:{elan_deploy.__version__}"
+        text = f"{self.loaded.sha256}:{self.shift}:{self.attention}:{self.windows}:{self.opset}:{elan_deploy.__version__}:{export_code_digest()}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     def onnx_path(self) -> Path:
