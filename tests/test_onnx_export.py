@@ -3,8 +3,9 @@ graph checks, determinism, atomic writes, and the `export` / `info` commands.
 
 Three shift × attention combinations per window strategy (together covering every shift and
 every attention form with both gather windows, the default, and reshape windows) are exported
-once per module (at 1x3x32x48 with dynamic axes) and every test shape runs on that one file; reference outputs are computed once and shared. Inputs are crops of real photos,
-never uniform noise. Output bounds are relative to the output's magnitude (`within`), since
+once per module (at 1x3x32x48 with dynamic axes) and every test shape runs on that one file;
+reference outputs are computed once and shared. Inputs are crops of real photos, never uniform
+noise. Output bounds are relative to the output's magnitude (`within`), since
 float32 kernels sum in an ISA-dependent order.
 """
 
@@ -40,11 +41,11 @@ EXPORT_SIZE = (32, 48)  # traced size; deliberately not one of the test shapes
 SHAPES = [(1, 16, 16), (1, 48, 80), (1, 64, 64), (1, 192, 320), (2, 48, 80)]
 OPENVINO_SHAPES = [(1, 64, 64), (2, 48, 80)]
 COMBOS = [
-    ("depthwise", "shared", "reshape"), ("slice", "sdpa", "reshape"), ("dense", "sdpa", "reshape"),
-    ("depthwise", "shared", "gather"),
-    # the other shift/attention forms with gather windows: an export each, so with `-m slow`
-    pytest.param("slice", "sdpa", "gather", marks=pytest.mark.slow),
-    pytest.param("dense", "shared", "gather", marks=pytest.mark.slow),
+    ("depthwise", "shared", "gather"), ("slice", "sdpa", "gather"), ("dense", "sdpa", "gather"),
+    ("depthwise", "shared", "reshape"),
+    # the other shift/attention forms with reshape windows: an export each, so with `-m slow`
+    pytest.param("slice", "sdpa", "reshape", marks=pytest.mark.slow),
+    pytest.param("dense", "shared", "reshape", marks=pytest.mark.slow),
 ]
 DATA_MOVEMENT = ("Reshape", "Transpose", "Split", "Concatenation", "Reorder", "Gather")
 # OpenVINO 2026.4 executed 1096 data-movement nodes for the reshape-window export at 1x3x192x320

@@ -26,7 +26,6 @@ from elan_deploy.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler
 
 def check_flags(args: argparse.Namespace, plan: Plan) -> None:
     """Flags that do not fit the input are usage errors, found before any work."""
-    resolve_auto_precision(args)
     video_flags = [f for f, v in (("--codec", args.codec), ("--crf", args.crf), ("--bitrate", args.bitrate)) if v is not None]
     if video_flags and not plan.video:
         raise ElanDeployError(f"{', '.join(video_flags)} apply to video inputs only; '{args.input}' is not a video")
@@ -80,6 +79,7 @@ def open_engine_for(args: argparse.Namespace):
 def run_upscale(args: argparse.Namespace) -> int:
     plan = plan_upscale(args.input, args.output, overwrite=args.overwrite)
     check_flags(args, plan)
+    resolve_auto_precision(args)  # before the settings are recorded in outputs or sent to Ray actors
     if plan.video:
         _, engine, _, settings = open_engine_for(args)
         return _run_video(args, plan, settings.upscaler(engine))
