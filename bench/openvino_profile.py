@@ -7,11 +7,13 @@
 Each model (an ONNX file, or an export of the bundled model named shift/attention/windows) is
 reshaped to the static shape, compiled with PERF_COUNT on, run `--warmup` + `--iters` times on
 one natural image, and read back through `compiled_model.get_runtime_model()`: every executed
-node carries its `layerType` and `execTimeMcs` in rt_info. The table counts nodes per layer type,
-sums their time (median over the timed runs), and totals the data-movement types
-(Reshape, Transpose, Split, Concatenation, Reorder, Gather) — the count the export rewrites
-are judged on. Runs of all models and precisions are interleaved round-robin so a slow spell
-of a shared machine lands on each alike; latency p50/min come from the same runs (PERF_COUNT
+node carries its `layerType` and `execTimeMcs` in rt_info. The table counts nodes per layer type
+as listed and (in brackets) as executed — OpenVINO lists in-place Reshapes, Splits, Concats and
+Reorders that never run — sums their time (median over the timed runs), and totals the
+data-movement types (Reshape, Transpose, Split, Concatenation, Reorder, Gather); the executed
+count is the one the export rewrites are judged on (`elan_deploy.runtimes.openvino_graph`).
+Runs of all models and precisions are interleaved round-robin so a slow spell of a shared
+machine lands on each alike; latency p50/min come from the same runs (PERF_COUNT
 adds little per node; use the bench for headline latency).
 """
 
@@ -32,43 +34,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DATA_MOVEMENT = ("Reshape", "Transpose", "Split", "Concatenation", "Reorder", "Gather")
+from elan_deploy.runtimes.openvino_graph import DATA_MOVEMENT, data_movement, layer_counts  # noqa: E402
 
 
 @dataclass
 class Profile:
-    """Executed nodes of one compiled model: count and per-run time (µs) per layer type."""
+    """Nodes of one compiled model: listed and executed counts and per-run time (µs) per layer type."""
 
     counts: Counter = field(default_factory=Counter)
+    executed: Counter = field(default_factory=Counter)
     times_us: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-
-    @property
-    def data_movement(self) -> int:
-        return sum(self.counts[t] for t in DATA_MOVEMENT)
-
-
-def runtime_counts(compiled) -> Counter:
-    """Executed nodes per `layerType` of a compiled model (no inference needed)."""
-    counts: Counter = Counter()
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        layer = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
-        if layer in ("Input", "Output", "Parameter", "Result", "Const", "Constant"):
-            continue
-        counts[layer] += 1
-    return counts
-
-
-def count_data_movement(onnx_path: str | Path, shape: tuple[int, ...] = (1, 3, 192, 320), precision: str = "f32", threads: int = 2) -> tuple[int, Counter]:
-    """(data-movement nodes, all counts) that OpenVINO executes for the ONNX at a static shape."""
-    import openvino as ov
-
-    core = ov.Core()
-    model = core.read_model(str(onnx_path))
-    model.reshape({model.input(0): ov.PartialShape(list(shape))})
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads})
-    counts = runtime_counts(compiled)
-    return sum(counts[t] for t in DATA_MOVEMENT), counts
 
 
 def _sample_times(compiled, profile: Profile) -> None:
@@ -144,9 +119,12 @@ def main(argv: list[str] | None = None) -> int:
             compiled = core.compile_model(model, "CPU", config)
             request = compiled.create_infer_request()
             used = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-            profile = Profile(counts=runtime_counts(compiled))
+            profile = Profile(counts=layer_counts(compiled))
+            request.infer({0: x})  # one run marks the nodes that do not execute
+            profile.executed = layer_counts(compiled, executed_only=True)
             cells.append({"name": name, "precision": used, "compiled": compiled, "request": request, "profile": profile, "ms": []})
-            print(f"compiled {name} {used}: {profile.data_movement} data-movement nodes", file=sys.stderr)
+            print(f"compiled {name} {used}: {data_movement(profile.counts)} data-movement nodes listed, "
+                  f"{data_movement(profile.executed)} executed", file=sys.stderr)
 
     for i in range(args.warmup + args.iters):
         for cell in cells:
@@ -158,20 +136,20 @@ def main(argv: list[str] | None = None) -> int:
                 _sample_times(cell["compiled"], cell["profile"])
 
     types = sorted({t for c in cells for t in c["profile"].counts}, key=lambda t: (t not in DATA_MOVEMENT, t))
-    header = "| layer type | " + " | ".join(f"{c['name']} {c['precision']}: n / ms" for c in cells) + " |"
+    header = "| layer type | " + " | ".join(f"{c['name']} {c['precision']}: listed (executed) / ms" for c in cells) + " |"
     print(header)
     print("|---|" + "---|" * len(cells))
     for t in types:
         row = []
         for c in cells:
-            n = c["profile"].counts.get(t, 0)
+            n, ran = c["profile"].counts.get(t, 0), c["profile"].executed.get(t, 0)
             times = c["profile"].times_us.get(t)
-            row.append(f"{n} / {statistics.median(times) / 1e3:.1f}" if times else f"{n} / -")
+            row.append(f"{n} ({ran}) / {statistics.median(times) / 1e3:.1f}" if times else f"{n} ({ran}) / -")
         print(f"| {t} | " + " | ".join(row) + " |")
     dm = []
     for c in cells:
         ms = sum(statistics.median(c["profile"].times_us[t]) for t in DATA_MOVEMENT if c["profile"].times_us.get(t)) / 1e3
-        dm.append(f"**{c['profile'].data_movement} / {ms:.1f}**")
+        dm.append(f"**{data_movement(c['profile'].counts)} ({data_movement(c['profile'].executed)}) / {ms:.1f}**")
     print("| **data movement** | " + " | ".join(dm) + " |")
     print("| latency p50 (min) ms | " + " | ".join(f"{statistics.median(c['ms']):.1f} ({min(c['ms']):.1f})" for c in cells) + " |")
     load = os.getloadavg()
@@ -182,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
         write_json_atomic(args.json, {
             "shape": list(shape), "threads": args.threads, "openvino": ov.get_version(), "loadavg": list(load),
-            "cells": [{"name": c["name"], "precision": c["precision"], "ms": c["ms"], "counts": dict(c["profile"].counts),
+            "cells": [{"name": c["name"], "precision": c["precision"], "ms": c["ms"], "counts": dict(c["profile"].counts), "executed": dict(c["profile"].executed),
                        "median_us": {t: statistics.median(v) for t, v in c["profile"].times_us.items()}} for c in cells],
         })
     return 0

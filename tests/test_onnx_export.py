@@ -47,8 +47,8 @@ COMBOS = [
     pytest.param("slice", "sdpa", "reshape", marks=pytest.mark.slow),
     pytest.param("dense", "shared", "reshape", marks=pytest.mark.slow),
 ]
-DATA_MOVEMENT = ("Reshape", "Transpose", "Split", "Concatenation", "Reorder", "Gather")
-# OpenVINO 2026.4 executed 1096 data-movement nodes for the reshape-window export at 1x3x192x320
+# OpenVINO 2026.4 at 1x3x192x320 (f32) lists 1096 data-movement nodes for the reshape-window export
+# and executes 614 of them; the gather form must execute at most a third of what reshape does.
 RESHAPE_WINDOWS_DATA_MOVEMENT = 1096
 
 
@@ -146,25 +146,29 @@ def test_openvino_matches_reference(exported, inputs, expected, shift: str, atte
         assert within(y, expected[shape]), shape
 
 
-def _openvino_data_movement(path: Path) -> int:
-    """Data-movement nodes OpenVINO's CPU plugin executes for `path` compiled at 1x3x192x320, f32."""
+def _openvino_data_movement(path: Path) -> tuple[int, int]:
+    """(listed, executed) data-movement nodes of OpenVINO's CPU plugin for `path` at 1x3x192x320, f32."""
     ov = pytest.importorskip("openvino")
+    from elan_deploy.runtimes.openvino_graph import data_movement, layer_counts
+
     core = ov.Core()
     model = core.read_model(str(path))
     model.reshape({model.input(0): ov.PartialShape([1, 3, 192, 320])})
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
-    types = [op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()]
-    return sum(t in DATA_MOVEMENT for t in types)
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1, "PERF_COUNT": True}
+    compiled = core.compile_model(model, "CPU", config)
+    compiled.create_infer_request().infer({0: natural_batch(1, 192, 320)})
+    return data_movement(layer_counts(compiled)), data_movement(layer_counts(compiled, executed_only=True))
 
 
-def test_gather_windows_move_less_than_half_the_data_in_openvino(exported) -> None:
-    """Gather windows, compiled static: < 1/2 of the reshape windows' 1096 data-movement nodes."""
+def test_gather_windows_execute_a_third_of_the_data_movement_in_openvino(exported) -> None:
+    """Gather windows, compiled static: at most 1/3 of the data-movement nodes reshape windows execute."""
     default = ExportConfig()
     path, _ = exported(default.shift, default.attention, "gather")
     reshape_path, _ = exported(default.shift, default.attention, "reshape")
-    moved, baseline = _openvino_data_movement(path), _openvino_data_movement(reshape_path)
-    assert moved < RESHAPE_WINDOWS_DATA_MOVEMENT // 2, moved
-    assert baseline > 2 * moved, (baseline, moved)  # the counter sees the baseline's chains too
+    (_, moved), (listed, baseline) = _openvino_data_movement(path), _openvino_data_movement(reshape_path)
+    assert 3 * moved <= baseline, (moved, baseline)
+    # the counter sees the baseline's chains: it lists the 1096 nodes of the first profile and runs most of them
+    assert listed >= RESHAPE_WINDOWS_DATA_MOVEMENT * 9 // 10 and baseline > listed // 2, (listed, baseline)
 
 
 @pytest.mark.parametrize("shift,attention,windows", COMBOS)

@@ -11,7 +11,7 @@ ATTENTION_STRATEGIES: tuple[str, ...] = ("shared", "sdpa")
 # computed from the input shape, which a runtime folds to constants for a static engine;
 # "reshape" = the Slice/Concat rolls and Reshape/Transpose/Reshape partitions of the paper's code.
 WINDOW_STRATEGIES: tuple[str, ...] = ("gather", "reshape")
-# Gather is the default: measured 12-15 % faster on OpenVINO (f32/bf16, 1x3x192x320) and 11 % on
+# Gather is the default: measured 19 % faster on OpenVINO (f32 and bf16, 1x3x192x320) and 11 % on
 # ONNX Runtime (fp32, 1x3x180x320) (BENCHMARKS.md, "Window data movement").
 DEFAULT_WINDOWS = "gather"
 
