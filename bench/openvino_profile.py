@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -44,10 +45,19 @@ class Profile:
     counts: Counter = field(default_factory=Counter)
     executed: Counter = field(default_factory=Counter)
     times_us: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # fused Subgraphs (e.g. INT8 quantizers) per name with block numbers dropped: (count, per-run µs)
+    subgraphs: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
+
+
+def subgraph_kind(name: str) -> str:
+    """A fused Subgraph's friendly name without block and op numbers: one row per kind of quantizer."""
+    name = re.sub(r"body\.\d+", "body.N", name)
+    return re.sub(r"(_\d+)+$", "", re.sub(r"([A-Za-z])_\d+(?=/)", r"\1", name))
 
 
 def _sample_times(compiled, profile: Profile) -> None:
     per_type: dict[str, float] = defaultdict(float)
+    per_subgraph: dict[str, list[float]] = defaultdict(list)
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
         if "layerType" not in info or "execTimeMcs" not in info:
@@ -56,9 +66,14 @@ def _sample_times(compiled, profile: Profile) -> None:
             us = float(info["execTimeMcs"].astype(str))
         except ValueError:  # "not_executed"
             continue
-        per_type[info["layerType"].astype(str)] += us
+        layer = info["layerType"].astype(str)
+        per_type[layer] += us
+        if layer == "Subgraph":
+            per_subgraph[subgraph_kind(op.get_friendly_name())].append(us)
     for layer, us in per_type.items():
         profile.times_us[layer].append(us)
+    for kind, times in per_subgraph.items():
+        profile.subgraphs[kind].append((len(times), sum(times)))
 
 
 def natural_image(shape: tuple[int, ...]) -> np.ndarray:
@@ -98,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--subgraphs", action="store_true", help="also list fused Subgraphs (INT8 quantizers) by name")
     args = parser.parse_args(argv)
 
     import openvino as ov
@@ -152,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         dm.append(f"**{data_movement(c['profile'].counts)} ({data_movement(c['profile'].executed)}) / {ms:.1f}**")
     print("| **data movement** | " + " | ".join(dm) + " |")
     print("| latency p50 (min) ms | " + " | ".join(f"{statistics.median(c['ms']):.1f} ({min(c['ms']):.1f})" for c in cells) + " |")
+    if args.subgraphs:
+        _print_subgraphs(cells)
     load = os.getloadavg()
     print(f"shape {args.shape}, {args.threads} threads, {args.iters} timed runs after {args.warmup}, OpenVINO {ov.get_version()}, "
           f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, cpu: {core.get_property('CPU', 'FULL_DEVICE_NAME')}")
@@ -164,6 +182,19 @@ def main(argv: list[str] | None = None) -> int:
                        "median_us": {t: statistics.median(v) for t, v in c["profile"].times_us.items()}} for c in cells],
         })
     return 0
+
+
+def _print_subgraphs(cells: list[dict]) -> None:
+    """Fused Subgraphs per kind (name without block numbers): count / median ms per run."""
+    kinds = sorted({k for c in cells for k in c["profile"].subgraphs})
+    print("\n| fused Subgraph | " + " | ".join(f"{c['name']} {c['precision']}: n / ms" for c in cells) + " |")
+    print("|---|" + "---|" * len(cells))
+    for kind in kinds:
+        row = []
+        for c in cells:
+            runs = c["profile"].subgraphs.get(kind)
+            row.append(f"{runs[0][0]} / {statistics.median(t for _, t in runs) / 1e3:.1f}" if runs else "–")
+        print(f"| {kind} | " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

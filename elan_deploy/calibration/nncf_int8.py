@@ -89,7 +89,8 @@ def ignored_scope(model, float_nodes: Sequence[str], ignore_types: Sequence[str]
     return nncf.IgnoredScope(names=sorted(wanted), types=[t for t in ignore_types if t in present_types], validate=False)
 
 
-def _float_nodes_of(source) -> list[str]:
+def float_nodes_of(source) -> list[str]:
+    """The ONNX nodes the Q/DQ recipe keeps float for `source` (read from its INT8 ONNX metadata)."""
     from elan_deploy.calibration.int8 import int8_onnx_for
     from elan_deploy.export.metadata import read_props
 
@@ -167,7 +168,7 @@ def nncf_int8_model(source, config: NNCFConfig = NNCFConfig(), calib_dir: Path |
     from elan_deploy.calibration.data import calibration_images
 
     nncf, ov = _imports()
-    float_nodes = list(config.float_nodes) if config.float_nodes is not None else _float_nodes_of(source)
+    float_nodes = list(config.float_nodes) if config.float_nodes is not None else float_nodes_of(source)
     fp32 = Path(source.onnx_path())
     key = hashlib.sha256("|".join([
         source.fingerprint(), repr(config), ",".join(float_nodes), calibration_images(calib_dir).digest(),
@@ -186,7 +187,7 @@ def nncf_int8_model(source, config: NNCFConfig = NNCFConfig(), calib_dir: Path |
 def nncf_int8_ir(source, out_xml: Path, config: NNCFConfig = NNCFConfig(), calib_dir: Path | None = None) -> NNCFReport:
     """Quantize `source`'s FP32 ONNX with NNCF and write an OpenVINO IR (xml + bin) atomically."""
     start = time.perf_counter()
-    float_nodes = list(config.float_nodes) if config.float_nodes is not None else _float_nodes_of(source)
+    float_nodes = list(config.float_nodes) if config.float_nodes is not None else float_nodes_of(source)
     quantized, ignored, psnrs = quantize_ov(Path(source.onnx_path()), source.scale, float_nodes, config, calib_dir)
     write_ir(quantized, Path(out_xml))
     return NNCFReport(Path(out_xml), config, ignored, *(psnrs or (None, None)), seconds=time.perf_counter() - start)
