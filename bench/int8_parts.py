@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Which parts of OpenVINO's INT8 engine pay: NNCF engines that differ only in their float set.
 
-    python bench/int8_parts.py [--iters 11] [--warmup 2] [--threads 2] [--shape 1x3x192x320]
+    python bench/int8_parts.py [--iters 11] [--warmup 2] [--threads 2] [--shape 1x3x192x320] [--variants shipped,convs]
 
 Quantizes the default export with the shipped NNCF recipe (`nncf_int8_ir`: T91 calibration
 patches, the Q/DQ search's float set) and with three larger float sets, then profiles the
-float export (bf16) and the four INT8 IRs in one interleaved `openvino_profile.py` run, with the
+float export (bf16) and the INT8 IRs (all four, or those `--variants` names) in one interleaved `openvino_profile.py` run, with the
 fused quantize Subgraphs listed per kind:
 
 - shipped:            every conv and attention MatMul in INT8 but the recipe's float set;
@@ -45,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=11)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     args = parser.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
 
     import onnx
 
@@ -61,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = float_nodes_of(source)
     with temporary_dir("elan-int8-parts") as folder:
         irs = []
-        for name, (patterns, types) in VARIANTS.items():
+        for name in variants:
+            patterns, types = VARIANTS[name]
             extra = [n for n in nodes if any(re.search(p, n) for p in patterns)]
             config = NNCFConfig(float_nodes=tuple(recipe + extra), ignore_types=FLOAT_TYPES + types)
             xml = Path(folder) / f"int8-{name}.xml"

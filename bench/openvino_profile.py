@@ -12,6 +12,11 @@ as listed and (in brackets) as executed — OpenVINO lists in-place Reshapes, Sp
 Reorders that never run — sums their time (median over the timed runs), and totals the
 data-movement types (Reshape, Transpose, Split, Concatenation, Reorder, Gather); the executed
 count is the one the export rewrites are judged on (`elan_deploy.runtimes.openvino_graph`).
+The "compute share" row is the part of all node time spent in 1x1/3x3 convolutions, MatMuls and
+Softmax (the depthwise one-hot shift convolutions, listed apart, do not count: they only move
+data). p50 × share is the latency the model would have if every other node (data movement,
+shifts, quantizers, Eltwise) took no time and these kernels ran as fast as measured: the floor
+for any graph rewrite on this runtime and CPU.
 Runs of all models and precisions are interleaved round-robin so a slow spell of a shared
 machine lands on each alike; latency p50/min come from the same runs (PERF_COUNT
 adds little per node; use the bench for headline latency).
@@ -35,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from elan_deploy.runtimes.openvino_graph import DATA_MOVEMENT, data_movement, layer_counts  # noqa: E402
+from elan_deploy.runtimes.openvino_graph import DATA_MOVEMENT, data_movement, layer_counts, node_times  # noqa: E402
 
 
 @dataclass
@@ -45,6 +50,8 @@ class Profile:
     counts: Counter = field(default_factory=Counter)
     executed: Counter = field(default_factory=Counter)
     times_us: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    shift_us: list[float] = field(default_factory=list)  # depthwise (shift) convolutions per run
+    compute_share: list[float] = field(default_factory=list)  # per run, shifts not counted as compute
     # fused Subgraphs (e.g. INT8 quantizers) per name with block numbers dropped: (count, per-run µs)
     subgraphs: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
 
@@ -56,24 +63,16 @@ def subgraph_kind(name: str) -> str:
 
 
 def _sample_times(compiled, profile: Profile) -> None:
-    per_type: dict[str, float] = defaultdict(float)
-    per_subgraph: dict[str, list[float]] = defaultdict(list)
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        if "layerType" not in info or "execTimeMcs" not in info:
-            continue
-        try:
-            us = float(info["execTimeMcs"].astype(str))
-        except ValueError:  # "not_executed"
-            continue
-        layer = info["layerType"].astype(str)
-        per_type[layer] += us
-        if layer == "Subgraph":
-            per_subgraph[subgraph_kind(op.get_friendly_name())].append(us)
-    for layer, us in per_type.items():
+    times = node_times(compiled)
+    for layer, us in times.per_type_us.items():
         profile.times_us[layer].append(us)
-    for kind, times in per_subgraph.items():
-        profile.subgraphs[kind].append((len(times), sum(times)))
+    profile.shift_us.append(times.shift_us)
+    profile.compute_share.append(times.compute_share())
+    per_subgraph: dict[str, list[float]] = defaultdict(list)
+    for name, us in times.subgraphs:
+        per_subgraph[subgraph_kind(name)].append(us)
+    for kind, kind_us in per_subgraph.items():
+        profile.subgraphs[kind].append((len(kind_us), sum(kind_us)))
 
 
 def natural_image(shape: tuple[int, ...]) -> np.ndarray:
@@ -167,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         ms = sum(statistics.median(c["profile"].times_us[t]) for t in DATA_MOVEMENT if c["profile"].times_us.get(t)) / 1e3
         dm.append(f"**{data_movement(c['profile'].counts)} ({data_movement(c['profile'].executed)}) / {ms:.1f}**")
     print("| **data movement** | " + " | ".join(dm) + " |")
+    print("| of Convolution: depthwise shifts ms | " + " | ".join(f"{statistics.median(c['profile'].shift_us) / 1e3:.1f}" for c in cells) + " |")
+    floor = []
+    for c in cells:
+        share = statistics.median(c["profile"].compute_share)
+        floor.append(f"**{100 * share:.1f} % / {share * statistics.median(c['ms']):.1f}**")
+    print("| **compute share / p50 × share ms** | " + " | ".join(floor) + " |")
     print("| latency p50 (min) ms | " + " | ".join(f"{statistics.median(c['ms']):.1f} ({min(c['ms']):.1f})" for c in cells) + " |")
     if args.subgraphs:
         _print_subgraphs(cells)
@@ -179,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(args.json, {
             "shape": list(shape), "threads": args.threads, "openvino": ov.get_version(), "loadavg": list(load),
             "cells": [{"name": c["name"], "precision": c["precision"], "ms": c["ms"], "counts": dict(c["profile"].counts), "executed": dict(c["profile"].executed),
-                       "median_us": {t: statistics.median(v) for t, v in c["profile"].times_us.items()}} for c in cells],
+                       "median_us": {t: statistics.median(v) for t, v in c["profile"].times_us.items()},
+                       "shift_us": c["profile"].shift_us, "compute_share": c["profile"].compute_share} for c in cells],
         })
     return 0
 

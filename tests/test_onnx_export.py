@@ -147,9 +147,13 @@ def test_openvino_matches_reference(exported, inputs, expected, shift: str, atte
 
 
 def _openvino_data_movement(path: Path) -> tuple[int, int]:
-    """(listed, executed) data-movement nodes of OpenVINO's CPU plugin for `path` at 1x3x192x320, f32."""
+    """(listed, executed) data-movement nodes of OpenVINO's CPU plugin for `path` at 1x3x192x320, f32.
+
+    Also checks the node timing the profile's compute floor rests on: the 48 one-hot depthwise
+    shifts of the 24 LFEs are found and kept out of the compute share.
+    """
     ov = pytest.importorskip("openvino")
-    from elan_deploy.runtimes.openvino_graph import data_movement, layer_counts
+    from elan_deploy.runtimes.openvino_graph import COMPUTE, data_movement, layer_counts, node_times
 
     core = ov.Core()
     model = core.read_model(str(path))
@@ -157,6 +161,10 @@ def _openvino_data_movement(path: Path) -> tuple[int, int]:
     config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1, "PERF_COUNT": True}
     compiled = core.compile_model(model, "CPU", config)
     compiled.create_infer_request().infer({0: natural_batch(1, 192, 320)})
+    times = node_times(compiled)
+    assert times.shift_nodes == 48 and 0 < times.shift_us < times.per_type_us["Convolution"], times
+    compute_us = sum(times.per_type_us[t] for t in COMPUTE) - times.shift_us
+    assert times.compute_share() == pytest.approx(compute_us / times.total_us) and 0 < times.compute_share() < 1
     return data_movement(layer_counts(compiled)), data_movement(layer_counts(compiled, executed_only=True))
 
 

@@ -9,10 +9,14 @@ mixes free views with real copies; `executed_only=True` counts the nodes that ru
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 # Layer types (the CPU plugin's `layerType`) that only move data.
 DATA_MOVEMENT: tuple[str, ...] = ("Reshape", "Transpose", "Split", "Concatenation", "Reorder", "Gather")
+# Layer types that do the network's arithmetic. Depthwise convolutions also run as "Convolution";
+# in this model they are ELAN's one-hot shifts, so `NodeTimes` keeps their time apart.
+COMPUTE: tuple[str, ...] = ("Convolution", "MatMul", "Softmax")
 _NOT_NODES = frozenset({"Input", "Output", "Parameter", "Result", "Const", "Constant"})
 
 
@@ -37,3 +41,48 @@ def layer_counts(compiled, executed_only: bool = False) -> Counter:  # noqa: ANN
 def data_movement(counts: Counter) -> int:
     """How many of `counts` are data-movement layers."""
     return sum(counts[t] for t in DATA_MOVEMENT)
+
+
+@dataclass
+class NodeTimes:
+    """Time per `layerType` of one inference, in µs, with the depthwise (shift) convolutions apart.
+
+    Nodes run one after another, so the shares of this total are shares of the latency: the
+    compute share is the floor that rewriting everything else (data movement, quantizers,
+    shifts) can reach while the runtime's own convolution, MatMul and Softmax kernels stay.
+    """
+
+    per_type_us: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    shift_us: float = 0.0  # depthwise convolutions, also counted in per_type_us["Convolution"]
+    shift_nodes: int = 0
+    subgraphs: list[tuple[str, float]] = field(default_factory=list)  # fused Subgraphs: (name, µs)
+
+    @property
+    def total_us(self) -> float:
+        return sum(self.per_type_us.values())
+
+    def compute_share(self) -> float:
+        """Share of node time in convolutions (shifts excluded), MatMuls and Softmax."""
+        compute = sum(self.per_type_us.get(t, 0.0) for t in COMPUTE) - self.shift_us
+        return compute / self.total_us if self.total_us else 0.0
+
+
+def node_times(compiled) -> NodeTimes:  # noqa: ANN001  (an ov.CompiledModel)
+    """Per-type node times of the last inference of `compiled` (compiled with `PERF_COUNT`)."""
+    times = NodeTimes()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "layerType" not in info or "execTimeMcs" not in info:
+            continue
+        try:
+            us = float(info["execTimeMcs"].astype(str))
+        except ValueError:  # "not_executed"
+            continue
+        layer = info["layerType"].astype(str)
+        times.per_type_us[layer] += us
+        if layer == "Convolution" and "_dw" in info["primitiveType"].astype(str):
+            times.shift_us += us
+            times.shift_nodes += 1
+        if layer == "Subgraph":
+            times.subgraphs.append((op.get_friendly_name(), us))
+    return times
