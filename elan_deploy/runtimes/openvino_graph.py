@@ -50,6 +50,8 @@ class NodeTimes:
     Nodes run one after another, so the shares of this total are shares of the latency: the
     compute share is the floor that rewriting everything else (data movement, quantizers,
     shifts) can reach while the runtime's own convolution, MatMul and Softmax kernels stay.
+    Fused Subgraphs count as non-compute: right for the INT8 quantizers of the default (shared
+    map) export, wrong for an `--attention sdpa` export, whose attention OpenVINO fuses into them.
     """
 
     per_type_us: dict[str, float] = field(default_factory=lambda: defaultdict(float))
