@@ -5,8 +5,8 @@
 
 Quantizes the default export with the shipped NNCF recipe (`nncf_int8_ir`: T91 calibration
 patches, the Q/DQ search's float set) and with three larger float sets, then profiles the
-float export (bf16) and the INT8 IRs (all four, or those `--variants` names) in one interleaved `openvino_profile.py` run, with the
-fused quantize Subgraphs listed per kind:
+float export (bf16) and the INT8 IRs (all four, or those `--variants` names) in one
+interleaved `openvino_profile.py` run, with the fused quantize Subgraphs listed per kind:
 
 - shipped:            every conv and attention MatMul in INT8 but the recipe's float set;
 - convs:              attention MatMuls float too (INT8 on the convolutions only);

@@ -104,7 +104,7 @@ def export_named(spec: str, folder: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("onnx", nargs="*", type=Path, help="exported ONNX files")
+    parser.add_argument("onnx", nargs="*", type=Path, help="exported ONNX files or OpenVINO IRs (.xml)")
     parser.add_argument("--export", action="append", default=[], help="export the bundled model: shift/attention/windows, e.g. depthwise/shared/reshape")
     parser.add_argument("--shape", default="1x3x192x320")
     parser.add_argument("--precision", default="f32,bf16", help="OpenVINO inference precisions, comma-separated [f32,bf16]")
