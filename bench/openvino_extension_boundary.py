@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What a custom OpenVINO op at the window code's boundary would cost before it computes anything.
 
-    python bench/openvino_extension_boundary.py [ONNX or IR .xml] [--precision bf16] [--shape 1x3x192x320] [--iters 7]
+    python bench/openvino_extension_boundary.py [ONNX or IR .xml | --int8] [--precision bf16] [--shape 1x3x192x320] [--iters 7]
 
 A fused window-attention kernel would be an OpenVINO extension op taking each GMSA's projection
 (channel-last, as the gather windows read it) and returning the merged result before
@@ -12,8 +12,8 @@ layout and f32, so it inserts Reorders around it (bf16/u8 → f32 and back): the
 appears is the boundary cost a real kernel would pay on top of its own work; the `Reference`
 time is only the identity's copy, which a real kernel would replace.
 
-Without a model argument the default export of the bundled model is used; an INT8 IR (e.g.
-the NNCF engine's cached .xml) works too.
+Without a model argument the default export of the bundled model is used; `--int8` takes the
+shipped OpenVINO INT8 model instead (the NNCF IR the toolkit caches, quantized on first use).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -98,35 +97,50 @@ def int8_nodes(compiled) -> int:  # noqa: ANN001  (an ov.CompiledModel)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("onnx", nargs="?", type=Path, help="exported ONNX or OpenVINO IR (default: export the bundled model)")
+    parser.add_argument("--int8", action="store_true", help="the shipped OpenVINO INT8 (NNCF) model of the default export instead")
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--shape", default="1x3x192x320")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.onnx is not None and args.int8:
+        parser.error("give a model file or --int8, not both")
+    if args.onnx is not None and not args.onnx.is_file():
+        parser.error(f"no such model file: {args.onnx}")
 
     import openvino as ov
 
+    from elan_deploy.calibration.nncf_int8 import nncf_int8_model
     from elan_deploy.export import parse_shape
+    from elan_deploy.model import load_bundled
+    from elan_deploy.runtimes import ModelSource
     from elan_deploy.runtimes.openvino_graph import node_times
+    from elan_deploy.scratch import cache_root, temporary_dir
     from openvino_profile import export_named, natural_image
 
     shape = tuple(parse_shape(args.shape))
-    path = args.onnx or export_named("depthwise/shared/gather", Path(tempfile.mkdtemp(prefix="elan-ov-boundary-")))
     op_class = identity_op_class()
     core = ov.Core()
     core.add_extension(op_class)
     x = natural_image(shape)
     cells = []
-    for with_boundaries in (False, True):
-        model = core.read_model(str(path))
-        model.reshape({model.input(0): ov.PartialShape(list(shape))})
-        inserted = insert_boundaries(model, op_class) if with_boundaries else 0
-        config = {"INFERENCE_PRECISION_HINT": args.precision, "INFERENCE_NUM_THREADS": args.threads,
-                  "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
-        compiled = core.compile_model(model, "CPU", config)
-        cells.append({"inserted": inserted, "compiled": compiled, "request": compiled.create_infer_request(), "int8": int8_nodes(compiled),
-                      "ms": [], "reorder": [], "reference": [], "total": []})
+    with temporary_dir("elan-ov-boundary") as folder:  # an export lives only until compiled
+        if args.int8:
+            source = ModelSource(load_bundled(), work_dir=cache_root() / "onnx")
+            read = lambda: nncf_int8_model(source)  # noqa: E731  (the cached IR, read afresh)
+        else:
+            path = args.onnx or export_named("depthwise/shared/gather", folder)
+            read = lambda: core.read_model(str(path))  # noqa: E731
+        for with_boundaries in (False, True):
+            model = read()
+            model.reshape({model.input(0): ov.PartialShape(list(shape))})
+            inserted = insert_boundaries(model, op_class) if with_boundaries else 0
+            config = {"INFERENCE_PRECISION_HINT": args.precision, "INFERENCE_NUM_THREADS": args.threads,
+                      "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
+            compiled = core.compile_model(model, "CPU", config)
+            cells.append({"inserted": inserted, "compiled": compiled, "request": compiled.create_infer_request(),
+                          "int8": int8_nodes(compiled), "ms": [], "reorder": [], "reference": [], "total": []})
     for i in range(args.warmup + args.iters):
         for cell in cells:
             t0 = time.perf_counter()

@@ -29,7 +29,6 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -114,32 +113,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--subgraphs", action="store_true", help="also list fused Subgraphs (INT8 quantizers) by name")
     args = parser.parse_args(argv)
+    missing = [str(p) for p in args.onnx if not p.is_file()]
+    if missing:
+        parser.error(f"no such model file: {', '.join(missing)}")
 
     import openvino as ov
 
     from elan_deploy.export import parse_shape
+    from elan_deploy.scratch import temporary_dir
 
     shape = tuple(parse_shape(args.shape))
-    folder = Path(tempfile.mkdtemp(prefix="elan-ov-profile-"))
-    models = [(str(p), p) for p in args.onnx] + [(spec, export_named(spec, folder)) for spec in args.export]
     x = natural_image(shape)
     core = ov.Core()
     cells = []
-    for name, path in models:
-        for precision in args.precision.split(","):
-            model = core.read_model(str(path))
-            model.reshape({model.input(0): ov.PartialShape(list(shape))})
-            config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": args.threads,
-                      "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
-            compiled = core.compile_model(model, "CPU", config)
-            request = compiled.create_infer_request()
-            used = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-            profile = Profile(counts=layer_counts(compiled))
-            request.infer({0: x})  # one run marks the nodes that do not execute
-            profile.executed = layer_counts(compiled, executed_only=True)
-            cells.append({"name": name, "precision": used, "compiled": compiled, "request": request, "profile": profile, "ms": []})
-            print(f"compiled {name} {used}: {data_movement(profile.counts)} data-movement nodes listed, "
-                  f"{data_movement(profile.executed)} executed", file=sys.stderr)
+    with temporary_dir("elan-ov-profile") as folder:  # exports live only until compiled
+        models = [(str(p), p) for p in args.onnx] + [(spec, export_named(spec, folder)) for spec in args.export]
+        for name, path in models:
+            for precision in args.precision.split(","):
+                model = core.read_model(str(path))
+                model.reshape({model.input(0): ov.PartialShape(list(shape))})
+                config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": args.threads,
+                          "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
+                compiled = core.compile_model(model, "CPU", config)
+                request = compiled.create_infer_request()
+                used = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+                profile = Profile(counts=layer_counts(compiled))
+                request.infer({0: x})  # one run marks the nodes that do not execute
+                profile.executed = layer_counts(compiled, executed_only=True)
+                cells.append({"name": name, "precision": used, "compiled": compiled, "request": request, "profile": profile, "ms": []})
+                print(f"compiled {name} {used}: {data_movement(profile.counts)} data-movement nodes listed, "
+                      f"{data_movement(profile.executed)} executed", file=sys.stderr)
 
     for i in range(args.warmup + args.iters):
         for cell in cells:

@@ -11,8 +11,8 @@ ATTENTION_STRATEGIES: tuple[str, ...] = ("shared", "sdpa")
 # computed from the input shape, which a runtime folds to constants for a static engine;
 # "reshape" = the Slice/Concat rolls and Reshape/Transpose/Reshape partitions of the paper's code.
 WINDOW_STRATEGIES: tuple[str, ...] = ("gather", "reshape")
-# Gather is the default: measured 19 % faster on OpenVINO (f32 and bf16, 1x3x192x320) and 11 % on
-# ONNX Runtime (fp32, 1x3x180x320) (BENCHMARKS.md, "Window data movement").
+# Gather is the default: measured 19 % faster on OpenVINO (f32 and bf16, 1x3x192x320) and, in its
+# previous form, 11 % on ONNX Runtime (fp32, 1x3x180x320) (BENCHMARKS.md, "Window data movement").
 DEFAULT_WINDOWS = "gather"
 
 # The TorchScript exporter (the one that needs no onnxscript) stops at opset 20; 21..23 are
