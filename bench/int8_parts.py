@@ -2,6 +2,7 @@
 """Which parts of OpenVINO's INT8 engine pay: NNCF engines that differ only in their float set.
 
     python bench/int8_parts.py [--iters 11] [--warmup 2] [--threads 2] [--shape 1x3x192x320] [--variants shipped,convs]
+                               [--config KEY=VALUE ...] [--nodes N]
 
 Quantizes the default export with the shipped NNCF recipe (`nncf_int8_ir`: T91 calibration
 patches, the Q/DQ search's float set) and with three larger float sets, then profiles the
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=11)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--config", action="append", default=[], help="extra OpenVINO properties per compile, as openvino_profile.py takes them")
+    parser.add_argument("--nodes", type=int, default=0, metavar="N", help="also list the N costliest node kinds per model")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -74,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             nncf_int8_ir(source, xml, config)
             print(f"{xml.name}: {len(recipe) + len(extra)} float nodes, float op types {', '.join(config.ignore_types)}", file=sys.stderr)
             irs.append(str(xml))
+        extra = [f"--config={spec}" for spec in args.config] + ["--nodes", str(args.nodes)]
         return openvino_profile.main([str(fp32), *irs, "--precision", "bf16", "--shape", args.shape, "--threads", str(args.threads),
-                                      "--iters", str(args.iters), "--warmup", str(args.warmup), "--subgraphs"])
+                                      "--iters", str(args.iters), "--warmup", str(args.warmup), "--subgraphs", *extra])
 
 
 if __name__ == "__main__":

@@ -188,6 +188,12 @@ def test_node_times_keep_the_shifts_out_of_the_compute_share(exported) -> None:
     assert times.shift_nodes == 48 and 0 < times.shift_us < times.per_type_us["Convolution"], times
     assert times.per_type_us["MatMul"] > 0 and times.per_type_us["Softmax"] > 0, times.per_type_us
     assert 0 < times.compute_share() < 1, times.compute_share()
+    # node kinds split the same time by kernel and shape: the shifts are 1x3x192x320 depthwise kernels
+    for layer, us in times.per_type_us.items():
+        assert sum(t for k, t in times.per_kind_us.items() if k.layer == layer) == pytest.approx(us), layer
+    shifts = [k for k in times.per_kind_us if "_dw" in k.primitive]
+    assert sum(times.per_kind_nodes[k] for k in shifts) == 48 and {k.layer for k in shifts} == {"Convolution"}, shifts
+    assert all(k.shape.endswith(",192,320]") for k in shifts), shifts
 
 
 @pytest.mark.parametrize("shift,attention,windows", COMBOS)

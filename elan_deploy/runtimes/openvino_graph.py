@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Layer types (the CPU plugin's `layerType`) that only move data.
 DATA_MOVEMENT: tuple[str, ...] = ("Reshape", "Transpose", "Split", "Concatenation", "Reorder", "Gather")
@@ -43,6 +44,19 @@ def data_movement(counts: Counter) -> int:
     return sum(counts[t] for t in DATA_MOVEMENT)
 
 
+class NodeKind(NamedTuple):
+    """What tells executed nodes apart in time: layer type, output shape, kernel, output precision.
+
+    The kernel name (`primitiveType`, e.g. `brgemm_avx512_I8`, `ref_any_bf16`) says whether the
+    plugin ran a JIT kernel or its reference loop, and in which precision.
+    """
+
+    layer: str
+    shape: str
+    primitive: str
+    precision: str
+
+
 @dataclass
 class NodeTimes:
     """Time per `layerType` of one inference, in µs, with the depthwise (shift) convolutions apart.
@@ -58,6 +72,9 @@ class NodeTimes:
     shift_us: float = 0.0  # depthwise convolutions, also counted in per_type_us["Convolution"]
     shift_nodes: int = 0
     subgraphs: list[tuple[str, float]] = field(default_factory=list)  # fused Subgraphs: (name, µs)
+    # µs per kind of node: which kernel runs which tensor, e.g. an INT8 MatMul against a bf16 one
+    per_kind_us: dict[NodeKind, float] = field(default_factory=lambda: defaultdict(float))
+    per_kind_nodes: Counter = field(default_factory=Counter)
 
     @property
     def total_us(self) -> float:
@@ -82,6 +99,10 @@ def node_times(compiled) -> NodeTimes:  # noqa: ANN001  (an ov.CompiledModel)
             continue
         layer = info["layerType"].astype(str)
         times.per_type_us[layer] += us
+        kind = NodeKind(layer, str(op.get_output_partial_shape(0)) if op.get_output_size() else "",
+                        info["primitiveType"].astype(str), info["outputPrecisions"].astype(str) if "outputPrecisions" in info else "")
+        times.per_kind_us[kind] += us
+        times.per_kind_nodes[kind] += 1
         if layer == "Convolution" and "_dw" in info["primitiveType"].astype(str):
             times.shift_us += us
             times.shift_nodes += 1
