@@ -460,13 +460,13 @@ def test_output_that_is_a_file_is_refused(tmp_path: Path) -> None:
     assert taken.read_text() == "mine"
 
 
-def test_asking_only_for_what_cannot_run_exits_1(tmp_path: Path, capsys) -> None:
+def test_asking_only_for_what_cannot_run_exits_1(tmp_path: Path, shared_data: Path, capsys) -> None:
     from elan_deploy.runtimes import is_available
 
     if is_available("tensorrt") is None:
         pytest.skip("TensorRT runs here")
     out = tmp_path / "out"
-    assert main(["bench", "--runtime", "tensorrt", "--output", str(out)]) == 1
+    assert main(["bench", "--runtime", "tensorrt", "--output", str(out), "--data-root", str(shared_data)]) == 1
     assert "nothing it asked for can run here" in capsys.readouterr().err
     assert not out.exists()
 

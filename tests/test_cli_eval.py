@@ -94,22 +94,23 @@ class _RunsCode:
         return (print, ("pwned",))
 
 
-def test_code_running_checkpoint_is_refused(tmp_path: Path, capsys) -> None:
+def test_code_running_checkpoint_is_refused(tmp_path: Path, shared_data: Path, capsys) -> None:
     evil = tmp_path / "evil.pth"
     evil.write_bytes(pickle.dumps({"params": _RunsCode()}))
-    code, out, err = run_cli(["eval", "--model", str(evil)], capsys)
+    code, out, err = run_cli(["eval", "--model", str(evil), "--data-root", str(shared_data)], capsys)
     assert_one_line_error(code, err, "refused to load")
     assert "pwned" not in out
 
 
-def test_other_architecture_checkpoint(tmp_path: Path, capsys) -> None:
+def test_other_architecture_checkpoint(tmp_path: Path, shared_data: Path, capsys) -> None:
     other = tmp_path / "rrdb.pth"
     torch.save({"params": {"conv_first.weight": torch.zeros(8, 3, 3, 3)}}, other)
-    assert_one_line_error(*run_cli(["eval", "--model", str(other)], capsys)[::2], "not an ELAN checkpoint")
+    args = ["eval", "--model", str(other), "--data-root", str(shared_data)]
+    assert_one_line_error(*run_cli(args, capsys)[::2], "not an ELAN checkpoint")
 
 
-def test_scale_mismatch(capsys) -> None:
-    code, _, err = run_cli(["eval", "--model", str(BUNDLED_WEIGHTS), "--scale", "2"], capsys)
+def test_scale_mismatch(shared_data: Path, capsys) -> None:
+    code, _, err = run_cli(["eval", "--model", str(BUNDLED_WEIGHTS), "--scale", "2", "--data-root", str(shared_data)], capsys)
     assert_one_line_error(code, err, "scale mismatch")
 
 
