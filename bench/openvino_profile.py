@@ -158,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no such model file: {', '.join(missing)}")
     if not args.onnx and not args.export:
         parser.error("name a model file or an --export")
+    if args.nodes < 0:
+        parser.error(f"--nodes takes a count of 0 or more; got {args.nodes}")
+    if args.json and any(args.json.resolve() == p.resolve() for p in args.onnx):
+        parser.error(f"--json {args.json} is one of the models to profile; name a new file for the results")
     try:
         configs = [(spec, parse_config(spec)) for spec in (args.config or ["default"])]
         for spec in args.export:
@@ -218,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         ms = sum(statistics.median(c["profile"].times_us[t]) for t in DATA_MOVEMENT if c["profile"].times_us.get(t)) / 1e3
         dm.append(f"**{data_movement(c['profile'].counts)} ({data_movement(c['profile'].executed)}) / {ms:.1f}**")
     print("| **data movement** | " + " | ".join(dm) + " |")
+    print("| **all nodes ms** | " + " | ".join(f"**{sum(statistics.median(v) for v in c['profile'].times_us.values()) / 1e3:.1f}**" for c in cells) + " |")
     print("| of Convolution: depthwise shifts ms | " + " | ".join(f"{statistics.median(c['profile'].shift_us) / 1e3:.1f}" for c in cells) + " |")
     floor = []
     for c in cells:

@@ -42,8 +42,17 @@ def test_profile_compares_property_sets_and_lists_node_kinds(tmp_path: Path) -> 
     (("--export", "depthwise/shared/gather", "--config", "CPU_DENORMALS_OPTIMIZATION"), "got 'CPU_DENORMALS_OPTIMIZATION'"),
     (("--export", "depthwise/sdpa/gather@x"), "got 'depthwise/sdpa/gather@x'"),
     (("--export", "depthwise/shared/gather@99"), "opset 99 is not supported; choose 13..23"),
+    (("--export", "depthwise/shared/gather", "--nodes", "-1"), "got -1"),
 ])
 def test_profile_rejects_malformed_options_in_one_line_before_any_work(args: tuple[str, ...], named: str) -> None:
     result = _profile(*args)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith(named), result.stderr
+
+
+def test_profile_never_writes_its_results_over_a_model(tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not read: the check comes first")
+    result = _profile(str(model), "--json", str(model))
+    assert result.returncode == 2 and "is one of the models to profile" in result.stderr.strip().splitlines()[-1], result.stderr
+    assert model.read_bytes() == b"not read: the check comes first"
