@@ -10,10 +10,12 @@ Data's actor pool sets `max_restarts=-1` and `max_task_retries=-1` itself (Ray 2
 passing them through `ray_remote_args`), and the rerun of a lost image is safe because outputs are
 only ever renamed into place complete.
 
-Without an address a local Ray instance is started with this machine's CPUs, reachable only
-from 127.0.0.1 and without a dashboard, and shut down at the end; an address joins that
-cluster, whose nodes must see the input and output folders at the same paths. A Ray session the
-calling process already holds (`ray.init` before) is used as it is and left running.
+Without an address a private local instance is started with this machine's CPUs: every one of
+its processes listens on 127.0.0.1 only, no dashboard is started, and all of it is stopped when
+the run ends, fails, is interrupted or is killed (see `ray_instance`). An address joins that
+cluster, whose nodes must see the input and output folders at the same paths; nothing of it is
+ever stopped. A Ray session the calling process already holds (`ray.init` before) is used as it
+is and left running.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from elan_deploy.batch.extras import require
 from elan_deploy.batch.plan import Job
+from elan_deploy.batch.ray_instance import private_instance
 from elan_deploy.batch.results import FileResult
 from elan_deploy.batch.work import EngineRecipe, UpscaleSettings, process_job
 from elan_deploy.errors import ElanDeployError, WorkFailed
@@ -52,19 +55,18 @@ def ray_session(address: str | None) -> Iterator[object]:
     if ray.is_initialized():
         yield ray
         return
-    common = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
-    try:
-        if address:
-            ray.init(address=address, **common)
-        else:
-            ray.init(num_cpus=os.cpu_count() or 1, _node_ip_address="127.0.0.1", **common)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
-        raise ElanDeployError(f"cannot start or join {where}: {' '.join(str(exc).split())}") from None
-    try:
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    with ExitStack() as stack:
+        try:
+            if address:
+                ray.init(address=address, include_dashboard=False, **quiet)
+                stack.callback(ray.shutdown)  # disconnects this driver; the cluster keeps running
+            else:
+                stack.enter_context(private_instance(ray, os.cpu_count() or 1, **quiet))
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            where = f"the Ray cluster at '{address}'" if address else "a local Ray instance"
+            raise ElanDeployError(f"cannot start or join {where}: {' '.join(str(exc).split())}") from None
         yield ray
-    finally:
-        ray.shutdown()
 
 
 def pool_size(ray: object, actors: int | None) -> tuple[int, float]:
