@@ -1,20 +1,27 @@
 """`elan-deploy serve` on a real Triton server (PyTriton's bundled tritonserver), and `elan-deploy loadtest`.
 
 One server process is shared by the module (startup costs ~10 s); it listens on free loopback
-ports, gets small Set5-derived requests over HTTP and gRPC, bad requests, a load test, and is
-stopped with SIGTERM by the last test, which checks exit 0 and that no child process is left.
+ports, gets small Set5-derived requests over HTTP and gRPC, bad requests (alone and batched with
+a good one), a load test, and is stopped with SIGTERM by the last test, which checks exit 0 and
+that no child process is left. `running_serve` starts one; tests/test_fault_injection.py uses it
+to stop servers under load.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import traceback
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,24 +82,32 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def assert_nothing_left(children: dict[int, str], wait_s: float = 15) -> None:
+    """Every process `serve` started (tritonserver, the Python-backend stub) is gone after `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {pid: name for pid, name in children.items() if alive(pid)}
+    assert not left, f"processes left after serve exited: {left}"
+
+
 def lr_crop(shared: Path, name: str, height: int = 48, width: int = 64) -> np.ndarray:
     image = np.asarray(Image.open(shared / "Set5" / "LR_bicubic" / "X4" / f"{name}x4.png").convert("RGB"))
     return np.ascontiguousarray(image[:height, :width])
 
 
-@pytest.fixture(scope="module")
-def server(exported_onnx, tmp_path_factory):
+@contextlib.contextmanager
+def running_serve(onnx: Path, log: Path, *flags: str, ready_s: float = STARTUP_S) -> Iterator[dict]:
+    """`elan-deploy serve` in a subprocess on free loopback ports, yielded once its model is ready; stopped after."""
     http_port, grpc_port, metrics_port = free_ports(3)
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
     command = [
-        sys.executable, "-m", "elan_deploy.cli", "serve", "--onnx", str(exported_onnx),
-        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
-        "--max-pixels", str(MAX_PIXELS),
+        sys.executable, "-m", "elan_deploy.cli", "serve", "--onnx", str(onnx),
+        "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), *flags,
     ]
     with open(log, "wb") as sink:
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=dict(os.environ))
     client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
-    deadline = time.monotonic() + STARTUP_S
+    deadline = time.monotonic() + ready_s
     try:
         while True:
             if proc.poll() is not None:
@@ -103,11 +118,12 @@ def server(exported_onnx, tmp_path_factory):
             except Exception:  # noqa: BLE001 - not listening yet
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"serve not ready after {STARTUP_S} s:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"serve not ready after {ready_s} s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
+        parameters = client.get_model_config(MODEL)["parameters"]
         client.close()  # an open connection would hold Triton's shutdown for its exit timeout
         yield {"proc": proc, "http": http_port, "grpc": grpc_port, "metrics": metrics_port, "log": log,
-               "children": descendants(proc.pid)}
+               "children": descendants(proc.pid), "workspace": Path(parameters["workspace-path"]["string_value"])}
     finally:
         client.close()
         if proc.poll() is None:  # a failed test left it running
@@ -117,6 +133,12 @@ def server(exported_onnx, tmp_path_factory):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(exported_onnx, tmp_path_factory):
+    with running_serve(exported_onnx, tmp_path_factory.mktemp("serve") / "serve.log", "--max-pixels", str(MAX_PIXELS)) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -188,21 +210,31 @@ def test_model_config_has_dynamic_batching(server):
     assert config["input"][0]["data_type"] == "TYPE_UINT8" and [int(d) for d in config["input"][0]["dims"]] == [-1, -1, 3]
 
 
+SERVER_DETAIL = re.compile(r"Traceback|File \"|\.py\b|site-packages|/tmp/|/root/|/home/")  # what a client must not see
+
+
+def assert_one_clean_line(text: str) -> None:
+    assert "\n" not in text.strip(), text
+    assert not SERVER_DETAIL.search(text), text
+
+
 @pytest.mark.parametrize(
     "batch, dtype, message",
     [
         (np.zeros((1, 16, 16, 3), np.float32), "FP32", "UINT8"),  # wrong dtype: Triton refuses it against the config
         (np.zeros((2, 16, 3), np.uint8), "UINT8", "unexpected shape"),  # rank 3
         (np.zeros((1, 16, 16, 4), np.uint8), "UINT8", "unexpected shape"),  # 4 channels
-        (np.zeros((1, 0, 16, 3), np.uint8), "UINT8", ""),  # zero-size dimension
+        (np.zeros((1, 0, 16, 3), np.uint8), "UINT8", "zero-size dimension"),  # refused before PyTriton's serializer
         (np.zeros((1, 150, 150, 3), np.uint8), "UINT8", "over this server's limit"),  # 22 500 > MAX_PIXELS
     ],
     ids=["dtype", "rank", "channels", "zero-size", "pixel-limit"],
 )
-def test_bad_request_gets_an_error_and_server_stays_up(server, batch, dtype, message):
+def test_bad_request_gets_a_one_line_400_and_server_stays_up(server, batch, dtype, message):
     with pytest.raises(InferenceServerException) as caught:
         http_infer(server["http"], batch, dtype)
-    assert message in str(caught.value)
+    assert caught.value.status() == "400", str(caught.value)
+    assert message in caught.value.message()
+    assert_one_clean_line(caught.value.message())
     client = httpclient.InferenceServerClient(f"127.0.0.1:{server['http']}")
     try:
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(MODEL)
@@ -211,6 +243,86 @@ def test_bad_request_gets_an_error_and_server_stays_up(server, batch, dtype, mes
     good = http_infer(server["http"], np.full((1, 16, 24, 3), 128, np.uint8))
     assert good.shape == (1, 64, 96, 3)
     assert server["proc"].poll() is None
+
+
+@pytest.mark.parametrize(
+    "batch, message",
+    [(np.zeros((1, 0, 16, 3), np.uint8), "zero-size dimension"), (np.zeros((1, 150, 150, 3), np.uint8), "over this server's limit")],
+    ids=["zero-size", "pixel-limit"],
+)
+def test_bad_request_over_grpc_is_invalid_argument(server, batch, message):
+    with pytest.raises(InferenceServerException) as caught:
+        grpc_infer(server["grpc"], batch)
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT", str(caught.value)
+    assert message in caught.value.message()
+    assert_one_clean_line(caught.value.message())
+
+
+def test_a_bad_request_fails_alone_in_the_batch_it_shares(server, shared_data, reference_upscaler):
+    """Requests of equal H and W from two clients are batched together; only the one over --max-pixels fails."""
+    blocker = lr_crop(shared_data, "baby", 128, 128)[None]  # another size: runs alone while the pair queues behind it
+    good = lr_crop(shared_data, "baby", 100, 100)[None]  # 10 000 pixels
+    bad = np.repeat(good, 3, axis=0)  # 30 000 pixels > MAX_PIXELS; 1 + 3 images fit one batch of --max-batch 4
+    results: dict[str, object] = {}
+
+    def call(name: str, batch: np.ndarray) -> None:
+        try:
+            results[name] = http_infer(server["http"], batch)
+        except InferenceServerException as exc:
+            results[name] = exc
+
+    first = threading.Thread(target=call, args=("blocker", blocker))
+    first.start()
+    time.sleep(0.3)
+    pair = [threading.Thread(target=call, args=(name, batch)) for name, batch in (("good", good), ("bad", bad))]
+    for thread in pair:
+        thread.start()
+    for thread in (first, *pair):
+        thread.join(180)
+    assert isinstance(results["good"], np.ndarray), results["good"]
+    assert np.array_equal(results["good"][0], reference_upscaler.upscale_uint8(good[0]))
+    assert isinstance(results["bad"], InferenceServerException) and results["bad"].status() == "400", results["bad"]
+    assert "over this server's limit" in results["bad"].message()
+    assert isinstance(results["blocker"], np.ndarray), results["blocker"]
+
+
+def test_callable_failures_reach_clients_as_one_line_without_the_traceback():
+    """What serve_model.py sends a client when the inference callable raises: its message, no server paths."""
+    from elan_deploy.errors import NonFiniteOutput
+    from elan_deploy.serve.prepost import last_error_line
+
+    def formatted(exc: BaseException) -> str:
+        try:
+            raise exc
+        except BaseException as caught:  # noqa: BLE001
+            return "".join(traceback.format_exception(caught))
+
+    message = "the engine produced 3 NaN/Inf value(s); serve an fp32 or bf16 engine"
+    # PyTriton's proxy wraps the callable's traceback in its own, and the Python backend may add "At:" frames
+    wrapped = f"Model execute error: {formatted(RuntimeError('proxy'))}c_python_backend_utils.TritonModelException: "
+    wrapped += formatted(NonFiniteOutput(message)) + "\n\nAt:\n  /tmp/folder/1/model.py(501): execute\n"
+    assert last_error_line(wrapped) == message
+    assert last_error_line(formatted(MemoryError())) == "inference failed: MemoryError"
+    assert_one_clean_line(last_error_line(wrapped))
+
+
+def test_a_busy_port_fails_at_once_in_one_line(exported_onnx):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        http_port, metrics_port = free_ports(2)
+        start = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "elan_deploy.cli", "serve", "--onnx", str(exported_onnx), "--http-port", str(http_port),
+             "--grpc-port", str(busy), "--metrics-port", str(metrics_port)],
+            capture_output=True, text=True, timeout=120,
+        )
+        took = time.monotonic() - start
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert f"port {busy}" in lines[0] and "--grpc-port" in lines[0], lines[0]
+    assert took < 30, f"took {took:.1f} s"  # the interpreter's start-up: the check itself runs before the engine is built
 
 
 def test_health_and_metrics_endpoints(server):
@@ -226,6 +338,7 @@ def test_health_and_metrics_endpoints(server):
 
 def test_loadtest_at_concurrency_1_2_4_has_no_errors(server, tmp_path):
     import jsonschema
+    import onnxruntime
 
     from elan_deploy.cli import main
     from elan_deploy.results import SCHEMA_FILE
@@ -233,7 +346,7 @@ def test_loadtest_at_concurrency_1_2_4_has_no_errors(server, tmp_path):
     out = tmp_path / "loadtest.json"
     rc = main([
         "loadtest", f"127.0.0.1:{server['http']}", "--concurrency", "1,2,4", "--requests", "6", "--size", "32x32",
-        "--warmup", "1", "--time-limit", "120", "--runtime", "onnxruntime", "--precision", "fp32", "--json", str(out),
+        "--warmup", "1", "--time-limit", "120", "--json", str(out),  # the engine comes from the model's config
     ])
     assert rc == 0
     document = json.loads(out.read_text())
@@ -241,6 +354,8 @@ def test_loadtest_at_concurrency_1_2_4_has_no_errors(server, tmp_path):
     rows = document["rows"]
     assert [r["concurrency"] for r in rows] == [1, 2, 4]
     for row in rows:
+        assert (row["runtime"], row["precision"], row["precision_used"], row["model"]) == ("onnxruntime", "fp32", "fp32", MODEL)
+        assert row["runtime_version"] == onnxruntime.__version__
         assert row["kind"] == "loadtest" and row["errors"] == 0 and row["requests"] == 6
         assert row["shape"] == "1x3x32x32" and 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert row["requests_per_s"] > 0
@@ -268,9 +383,5 @@ def test_sigterm_stops_cleanly_with_no_process_left(server):
     assert any("tritonserver" in name for name in children.values()), children
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, server["log"].read_text()[-3000:]
-    deadline = time.monotonic() + 15
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = {pid: name for pid, name in children.items() if alive(pid)}
-    assert not left, f"processes left after serve exited: {left}"
+    assert_nothing_left(children)
     assert "stopped on SIGTERM" in server["log"].read_text()

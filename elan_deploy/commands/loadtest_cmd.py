@@ -63,8 +63,13 @@ def load_request_images(folder: Path | None, size: tuple[int, int] | None) -> tu
     return images, label
 
 
+def declared_version(declared: dict[str, str]) -> str | None:
+    """The runtime version a server declares in `built_with` ("onnxruntime 1.32.0"), if any."""
+    built_with = declared.get("built_with", "")
+    return built_with.split(" ", 1)[1] if " " in built_with else None
+
+
 def run_loadtest(args: argparse.Namespace) -> int:
-    from elan_deploy.fileio import check_writable_file
     from elan_deploy.results import ResultRow, results_document
     from elan_deploy.serve.loadtest import LoadTestConfig, TritonImageClient, run_load
 
@@ -78,7 +83,9 @@ def run_loadtest(args: argparse.Namespace) -> int:
     for config in configs:
         config.check()
     if args.json is not None:
-        check_writable_file(args.json, "--json")
+        from elan_deploy.provenance import check_output_file
+
+        check_output_file(args.json, "--json", args.overwrite)
     if args.precision is not None:
         from elan_deploy.runtimes import Precision
 
@@ -120,11 +127,12 @@ def run_loadtest(args: argparse.Namespace) -> int:
             )
         if result.error_messages:
             extra["first_error"] = result.error_messages[0]
-        if declared.get("built_with"):
-            extra["runtime_version"] = declared["built_with"].split(" ", 1)[-1]
         rows.append(
-            ResultRow(model=declared.get("model", args.model_name), runtime=runtime or "unknown", precision=precision or "unknown",
-                      dataset=dataset, images=len(images), extra=extra)
+            ResultRow(
+                model=declared.get("model", args.model_name), runtime=runtime or "unknown", precision=precision or "unknown",
+                dataset=dataset, images=len(images), runtime_version=declared_version(declared),
+                precision_used=declared.get("precision_used") or None, extra=extra,
+            )
         )
 
     print_table(
@@ -166,7 +174,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed requests first [2]")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request [60]")
     p.add_argument("--time-limit", type=float, default=300.0, help="no request starts after this many seconds [300]")
-    p.add_argument("--runtime", help="engine runtime of the server, for the JSON when the model does not declare it")
-    p.add_argument("--precision", help="engine precision of the server, for the JSON when the model does not declare it")
+    p.add_argument("--runtime", help="engine runtime, for the JSON, when the model does not declare it (serve and triton-repo models do)")
+    p.add_argument("--precision", help="engine precision, for the JSON, when the model does not declare it (serve and triton-repo models do)")
     p.add_argument("--json", type=Path, help="write the results document here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file even if this tool did not write it")
     p.set_defaults(handler=run_loadtest)

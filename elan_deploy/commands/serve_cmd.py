@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 
 from elan_deploy.commands.common import add_engine_args, add_model_args, engine_from_args, positive_int, warn_if_precision_differs
 from elan_deploy.console import stderr
 from elan_deploy.serve.prepost import DEFAULT_MAX_PIXELS
+from elan_deploy.serve.server import DEFAULT_DRAIN_TIMEOUT_S
 from elan_deploy.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler
 
 
@@ -18,19 +20,36 @@ def port(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    from elan_deploy.serve.server import ServeOptions, UpscaleHandler, serve
+    from elan_deploy.runtimes import Precision
+    from elan_deploy.serve.server import ServeOptions, UpscaleHandler, check_ports_free, serve
 
     options = ServeOptions(
         model_name=args.model_name or "elan", host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
         metrics_port=args.metrics_port, max_batch=args.max_batch, max_pixels=args.max_pixels,
+        drain_timeout_s=args.drain_timeout,
     )
-    options.check()  # bad flags fail before the engine is built (the default name is checked below)
+    options.check()  # bad flags and taken ports fail before the engine is built (the default name is checked below)
+    check_ports_free(options.host, options.ports)
     Upscaler(None, args.scale, tile=args.tile or None, overlap=args.overlap)  # checks --tile/--overlap
     source, engine, shapes = engine_from_args(args)
     warn_if_precision_differs(engine.info, args.precision)
-    if args.model_name is None:
-        options = dataclasses.replace(options, model_name=source.model_id)
+    declared = {
+        "model": source.model_id, "scale": str(source.scale), "runtime": engine.info.runtime,
+        "precision": Precision.parse(engine.info.precision).value, "precision_used": engine.info.precision_used,
+        "built_with": f"{engine.info.runtime} {engine.info.runtime_version}", "engine_shapes": str(shapes),
+    }
+    options = dataclasses.replace(options, model_name=args.model_name or source.model_id, declared=declared)
     upscaler = Upscaler(
         engine, source.scale, tile=args.tile or None, overlap=args.overlap, batch=args.batch,
         shapes=shapes if shapes.is_static else None,
@@ -55,5 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=port, default=8002, help="Prometheus metrics port [8002]")
     p.add_argument("--max-batch", type=positive_int, default=4, help="largest batch (images per request, and per dynamic batch) [4]")
     p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, help=f"largest request in LR pixels, N*H*W [{DEFAULT_MAX_PIXELS}]")
+    p.add_argument("--drain-timeout", type=seconds, default=DEFAULT_DRAIN_TIMEOUT_S,
+                   help=f"on SIGINT/SIGTERM, seconds the running request gets to finish; the others are refused [{DEFAULT_DRAIN_TIMEOUT_S:g}]")
     p.add_argument("--model-name", help="Triton model name [the model id, e.g. elan-light-x4]")
     p.set_defaults(handler=run_serve)

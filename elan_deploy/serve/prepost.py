@@ -11,6 +11,8 @@ Wire format, the same for `serve` and the repository's ensemble: input `image`, 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 MULTIPLE = 16  # the network's window grid: H and W of the float tensor are multiples of it
@@ -44,6 +46,23 @@ def check_images(batch: np.ndarray, max_pixels: int) -> np.ndarray:
             f"{max_pixels}; send smaller images or fewer per request"
         )
     return batch
+
+
+def last_error_line(text: str, limit: int = 500) -> str:
+    """The exception line of a formatted Python traceback, without the exception's module path.
+
+    `elan-deploy serve`'s Python-backend model gets the inference callable's failures as PyTriton's
+    formatted traceback, which names files on the server; a client gets one line: the message, or
+    the bare exception name when there is none.
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "At:" in lines:  # the Python backend's "At: <frames>" trailer, when the text passed through C++
+        lines = lines[: len(lines) - 1 - lines[::-1].index("At:")]
+    if not lines:
+        return "inference failed"
+    exception = re.fullmatch(r"(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)(?:: (.*))?", lines[-1])
+    line = lines[-1] if exception is None else exception.group(2) or f"inference failed: {exception.group(1)}"
+    return line[:limit]
 
 
 def round_up(value: int, multiple: int = MULTIPLE) -> int:
