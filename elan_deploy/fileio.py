@@ -82,10 +82,25 @@ def remove_stale_temps(folder: Path, prefix: str = ".") -> int:
     return removed
 
 
+def blocking_file(folder: Path) -> Path | None:
+    """The file standing where `folder` or one of its parents must be a folder (`file/sub`), if any."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def missing_folder_error(folder: Path, what: str = "output folder") -> ElanDeployError:
+    """The one-line error for a folder that cannot hold a new file: a file is in the way, or it is missing."""
+    if (blocker := blocking_file(folder)) is not None:
+        return ElanDeployError(f"{what} '{folder}' cannot be created: '{blocker}' is a file, not a folder; choose another path")
+    return ElanDeployError(f"{what} '{folder}' does not exist; create it or choose another path")
+
+
 def _writable_parent(path: Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise ElanDeployError(f"output folder '{parent}' does not exist; create it or choose another output path")
+        raise missing_folder_error(parent)
     if not os.access(parent, os.W_OK):
         raise ElanDeployError(f"output folder '{parent}' is not writable; choose another output path")
     return parent
@@ -201,7 +216,7 @@ def check_writable_file(path: Path | str, what: str = "output") -> Path:
         raise ElanDeployError(f"{what} '{path}' is a folder; pass a file path")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise ElanDeployError(f"{what} folder '{parent}' does not exist; create it or choose another path")
+        raise missing_folder_error(parent, f"{what} folder")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ElanDeployError(f"{what} '{path}' is not writable; choose another path")
     return path

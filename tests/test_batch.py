@@ -82,6 +82,32 @@ def test_only_a_complete_output_of_this_input_and_settings_is_done(tmp_path: Pat
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary was left behind"
 
 
+@pytest.mark.parametrize("name", ["out.jpg", "out.jpeg", "out.webp", "out.bmp", "out.tif", "out.tiff"])
+def test_every_output_format_records_what_produced_it(name: str, tmp_path: Path) -> None:
+    """JPEG/WebP/TIFF carry the record in their metadata, BMP in a hidden record beside it."""
+    from elan_deploy.batch.outputs import file_sha256
+
+    source = tmp_path / "in.png"
+    source.write_bytes(b"input bytes")
+    out = tmp_path / name
+    pixels = np.full((8, 12, 3), 120, np.uint8)
+    write_output(out, pixels, OutputTag(file_sha256(source), SETTINGS.digest(), 12, 8))
+    assert output_state(out, source, SETTINGS.digest()) is OutputState.DONE
+    assert output_state(out) is OutputState.OTHER  # ours, whatever it was made from
+    other = JobSettings(**{**SETTINGS.__dict__, "tile": None})
+    assert output_state(out, source, other.digest()) is OutputState.OTHER
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) - 40])  # damaged after it was written
+    assert output_state(out, source, SETTINGS.digest()) is OutputState.FOREIGN
+    out.write_bytes(data)
+    assert output_state(out, source, SETTINGS.digest()) is OutputState.DONE
+    from PIL import Image
+
+    Image.fromarray(pixels + 1).save(out)  # the user's own image under that name
+    assert output_state(out, source, SETTINGS.digest()) is OutputState.FOREIGN
+    assert not [p for p in tmp_path.iterdir() if ".elan-tmp-" in p.name], "a temporary was left behind"
+
+
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory, shared_data):
     folder = tmp_path_factory.mktemp("mixed") / "in"

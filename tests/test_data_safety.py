@@ -349,3 +349,136 @@ def test_library_scratch_engines_are_removed_at_exit(exported_onnx, tmp_path) ->
     engine = Path(result.stdout.strip().splitlines()[-1])
     assert engine.is_relative_to(tmp_path) and not engine.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("elan-deploy")] == []  # (ONNX Runtime leaves its own .ses)
+
+
+# -- a rerun of a finished video skips it; another video's or the user's file is kept ----------
+
+
+def tiny_clip(path: Path, shared: Path, frames: int = 3, size: tuple[int, int] = (16, 32)) -> None:
+    """An H.264 clip of a slowly panning natural photo, no audio."""
+    av = pytest.importorskip("av")
+    from PIL import Image
+
+    photo = np.asarray(Image.open(shared / "Set5/HR/baby.png").convert("RGB"))
+    h, w = size
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=frames)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(photo[100 + 2 * i : 100 + 2 * i + h, 90 : 90 + w]), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def test_rerun_of_a_finished_video_skips_it(exported_onnx, shared_data, tmp_path, capsys) -> None:
+    clip, out = tmp_path / "clip.mp4", tmp_path / "clip_x4.mp4"
+    tiny_clip(clip, shared_data)
+    argv = ["upscale", str(clip), "-o", str(out), "--onnx", str(exported_onnx), "--runtime", "onnxruntime"]
+    assert main(argv) == 0
+    written = out.read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "1 video(s): 0 done, 1 skipped (complete output exists)" in capsys.readouterr().err
+    assert out.read_bytes() == written
+    # other encoder settings: not this run's output, so not replaced without --overwrite
+    one_line_error(capsys, main([*argv, "--crf", "30"]), 2, "with other settings")
+    assert out.read_bytes() == written
+    tiny_clip(out, shared_data, frames=2)  # the user's own clip under that name
+    mine = out.read_bytes()
+    one_line_error(capsys, main(argv), 2, "did not write")
+    assert out.read_bytes() == mine
+
+
+# -- every writer: a file the tool did not write is refused before any work, its own is replaced --
+
+
+def user_file(path: Path, text: str = "my notes") -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_writers_refuse_a_file_they_did_not_write_before_any_work(exported_onnx, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("ELAN_DEPLOY_CACHE", str(tmp_path / "cache"))
+    notes = user_file(tmp_path / "notes.json")
+    model = user_file(tmp_path / "model.onnx", "not a model")
+    onnx_args = ["--onnx", str(exported_onnx)]
+    for argv, needle in [
+        (["eval", "--runtime", "onnxruntime", *onnx_args, "--json", str(notes)], "--json"),
+        (["export", "--output", str(model)], "--output"),
+        (["export", "--output", str(tmp_path / "new.onnx"), "--json", str(notes)], "--json"),
+        (["quantize", *onnx_args, "--output", str(model)], "--output"),
+        (["quantize", *onnx_args, "--output", str(tmp_path / "new.onnx"), "--json", str(notes)], "--json"),
+        (["info", str(exported_onnx), "--json", str(notes)], "--json"),
+        (["loadtest", "127.0.0.1:1", "--json", str(notes)], "--json"),  # refused before it connects
+    ]:
+        line = one_line_error(capsys, main(argv), 2, "exists and elan-deploy did not write it")
+        assert needle in line and "--overwrite" in line, line
+    assert notes.read_text() == "my notes" and model.read_text() == "not a model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "notes.json"], "something was built or written"
+
+
+def test_writers_replace_their_own_files_and_any_file_with_overwrite(exported_onnx, shared_data, tmp_path, capsys) -> None:
+    import json
+
+    from elan_deploy.provenance import written_by_elan_deploy
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    from PIL import Image
+
+    Image.open(shared_data / "Set5/HR/baby.png").crop((100, 100, 164, 164)).save(hr / "crop.png")
+    out = tmp_path / "scores.json"
+    eval_argv = ["eval", "--runtime", "onnxruntime", "--onnx", str(exported_onnx), "--dataset", str(hr), "--json", str(out)]
+    info_argv = ["info", str(exported_onnx), "--json", str(tmp_path / "info.json")]
+    for argv in (eval_argv, info_argv):
+        assert main(argv) == 0 and main(argv) == 0  # the same command again replaces its own file
+    user_file(out)
+    assert main(eval_argv) == 2 and main([*eval_argv, "--overwrite"]) == 0
+    assert json.loads(out.read_text())["schema"] == "elan-deploy/results/1"
+    assert json.loads((tmp_path / "info.json").read_text())["schema"] == "elan-deploy/info/1"
+    assert written_by_elan_deploy(exported_onnx)  # an export carries its metadata: `export` may replace it
+    capsys.readouterr()
+
+
+def test_bench_never_replaces_a_report_it_did_not_write(shared_data, tmp_path, capsys) -> None:
+    dataset = tmp_path / "one"
+    dataset.mkdir()
+    (dataset / "bird.png").write_bytes((shared_data / "Set5/HR/bird.png").read_bytes())
+    out = tmp_path / "out"
+    argv = ["bench", "--runtime", "torch", "--precision", "fp32", "--shapes", "1x3x16x16", "--time-limit", "0.001",
+            "--dataset", str(dataset), "--output", str(out)]
+    out.mkdir()
+    report = user_file(out / "report.md", "# my own report")
+    one_line_error(capsys, main(argv), 2, "did not write")
+    assert report.read_text() == "# my own report" and sorted(p.name for p in out.iterdir()) == ["report.md"]
+    report.unlink()
+    assert main(argv) == 0
+    written = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert {"results.json", "report.md"} <= written
+    assert main(argv) == 0  # a rerun replaces what the first run wrote
+
+
+def test_a_write_killed_before_its_file_lands_leaves_the_old_file_recognised(tmp_path) -> None:
+    """The record lands before the file: whichever file is at the name after a kill still matches a record."""
+    import subprocess
+    import sys
+
+    from elan_deploy.provenance import matching_record, written_by_elan_deploy
+
+    out = tmp_path / "out.bin"
+    script = ("import sys; from elan_deploy.provenance import recorded_path\n"
+              "with recorded_path(sys.argv[1], {'run': sys.argv[2]}) as tmp: tmp.write_text(sys.argv[2])")
+
+    def write(text: str, kill: bool = False) -> int:
+        env = {**os.environ, "ELAN_DEPLOY_KILL_AT": "publish:out.bin"} if kill else None
+        return subprocess.run([sys.executable, "-c", script, str(out), text], env=env, timeout=60).returncode
+
+    assert write("first") == 0
+    assert write("second", kill=True) == -9
+    assert out.read_text() == "first" and written_by_elan_deploy(out)
+    assert matching_record(out).tag == {"run": "first"}
+    assert write("third") == 0
+    assert matching_record(out).tag == {"run": "third"}
+    out.write_text("first")  # the user's bytes, even equal to an earlier run's, no longer match a kept record
+    assert not written_by_elan_deploy(out)

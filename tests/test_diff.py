@@ -276,6 +276,9 @@ def test_layers_cli_writes_every_tensor_and_the_plot(exported_onnx, tmp_path, ca
     plot = out.with_suffix(".layers.png")
     pytest.importorskip("matplotlib")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from elan_deploy.provenance import written_by_elan_deploy
+
+    assert written_by_elan_deploy(plot) and written_by_elan_deploy(out)  # so a rerun of this command replaces both
 
 
 def test_layer_groups_fit_the_memory_budget():
@@ -305,3 +308,42 @@ def test_int8_layers_name_where_quantization_error_enters(exported_onnx, tmp_pat
     # before the first divergence every tensor passes; the first quantized layers are where it starts to lose
     assert all(r["passed"] for r in doc["layers"] if r["depth"] < rows[first]["depth"])
     assert any(r["psnr_db"] != "inf" for r in doc["layers"] if r["depth"] <= rows[first]["depth"])
+
+
+# --- never replacing a file the tool did not write -------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--json", "--save-inputs", "--save-outputs", "--layers plot"])
+def test_existing_files_it_did_not_write_are_refused_before_any_engine_is_built(flag, exported_onnx, tmp_path, capsys):
+    from tests.conftest import message_lines
+
+    notes = tmp_path / ("notes.layers.png" if flag == "--layers plot" else "notes.txt")
+    notes.write_text("my notes")
+    target = ["--json", str(tmp_path / "notes.json"), "--layers"] if flag == "--layers plot" else [flag, str(notes)]
+    cache = tmp_path / "cache"
+    argv = ["diff", "onnxruntime:fp32", "openvino:fp32", "--onnx", str(exported_onnx), "--shape", SHAPE, "--iterations", "1",
+            "--cache-dir", str(cache), *target]
+    assert _cli(argv) == 2
+    err = message_lines(capsys.readouterr().err)
+    assert len(err) == 1 and f"'{notes}' exists and elan-deploy did not write it" in err[0] and "--overwrite" in err[0]
+    assert notes.read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [notes.name], "something was built or written before the refusal"
+
+
+def test_a_rerun_replaces_its_own_files_and_overwrite_replaces_any(exported_onnx, tmp_path, capsys):
+    from polygraphy.json import load_json
+
+    files = {flag: tmp_path / name for flag, name in (("--json", "diff.json"), ("--save-inputs", "in.json"), ("--save-outputs", "ref.json"))}
+    argv = ["diff", "onnxruntime:fp32", "openvino:fp32", "--onnx", str(exported_onnx), "--shape", SHAPE, "--iterations", "1"]
+    argv += [part for flag, path in files.items() for part in (flag, str(path))]
+    assert _cli(argv) == 0
+    assert _cli(argv) == 0, capsys.readouterr().err  # the same command again: its own files are replaced
+    for flag, path in files.items():
+        # Polygraphy's files are the tool's only while they hold what it wrote; a results document
+        # is known by its schema, so it stops being the tool's when it holds something else
+        path.write_text("my notes" if flag == "--json" else path.read_text() + " ")
+        assert _cli(argv) == 2
+        assert "did not write" in capsys.readouterr().err
+    assert _cli([*argv, "--overwrite"]) == 0
+    assert json.loads(files["--json"].read_text())["schema"] == "elan-deploy/diff/1"
+    assert load_json(str(files["--save-inputs"]))[0]["lr"].shape == (1, 3, 32, 32)

@@ -189,3 +189,115 @@ def test_disk_full_is_a_one_line_error_and_leaves_nothing_half_written(runtime, 
     assert len(errors) == 1 and "no space left" in errors[0], result.stderr
     assert temporaries(small_disk) == [] and not (small_disk / "engine").exists()
     assert all(entry_is_intact(e) for e in engine_entries(small_disk / "cache", runtime))
+
+
+def test_upscale_truncated_video_fails_whole_unless_allow_partial(shared_data, exported_onnx, tmp_path) -> None:
+    """A clip cut in half (what an interrupted copy or download leaves) is a failure: exit 1,
+    nothing at the destination, no temporary. --allow-partial writes what decodes and says what
+    is missing against what the container declares."""
+    av = pytest.importorskip("av")
+    from tests.batch_inputs import make_clip
+
+    full, cut = tmp_path / "full.mkv", tmp_path / "cut.mkv"
+    make_clip(full, shared_data, frames=12, size=(32, 32))
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "cut_x4.mkv"
+    args = ["upscale", str(cut), "-o", str(out), "--onnx", str(exported_onnx)]
+    failed = run(args, tmp_path / "cache")
+    assert failed.returncode == 1, failed.stderr
+    assert not out.exists() and temporaries(tmp_path) == []
+    assert "of ~12 frames" in failed.stderr and str(out) not in failed.stderr, failed.stderr
+    partial = run([*args, "--allow-partial"], tmp_path / "cache")
+    assert partial.returncode == 0, partial.stderr
+    with av.open(str(out)) as container:
+        written = sum(1 for _ in container.decode(video=0))
+    assert 0 < written < 12
+    assert f"warning: 'cut.mkv' is truncated or damaged: decoded {written} of ~12 frames" in partial.stderr, partial.stderr
+    assert temporaries(tmp_path) == []
+
+
+def _call_serve(port: int, batch: np.ndarray):
+    """One HTTP request to `elan-deploy serve`: the output array, or the exception the client raised."""
+    import tritonclient.http as httpclient
+
+    from tests.test_serve import MODEL
+
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{port}", connection_timeout=300, network_timeout=300)
+    try:
+        tensor = httpclient.InferInput("image", list(batch.shape), "UINT8")
+        tensor.set_data_from_numpy(batch)
+        return client.infer(MODEL, [tensor]).as_numpy("image")
+    except Exception as exc:  # noqa: BLE001 - refusals and dropped connections are what the tests count
+        return exc
+    finally:
+        client.close()
+
+
+def _sigterm_with_requests_in_flight(server: dict, batches: list[np.ndarray], after_s: float) -> tuple[int, float, list]:
+    """Send every batch at once, SIGTERM `serve` `after_s` later: (exit code, seconds from signal to exit, outcomes)."""
+    import threading
+    import time
+
+    outcomes: list = [None] * len(batches)
+
+    def call(i: int) -> None:
+        outcomes[i] = _call_serve(server["http"], batches[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    time.sleep(after_s)
+    signalled = time.monotonic()
+    server["proc"].send_signal(signal.SIGTERM)
+    code = server["proc"].wait(TIMEOUT)
+    took = time.monotonic() - signalled
+    for thread in threads:
+        thread.join(60)
+    return code, took, outcomes
+
+
+def test_serve_sigterm_under_load_answers_the_running_request_and_refuses_the_queued(exported_onnx, tmp_path) -> None:
+    """SIGTERM with 6 requests in flight: the request being computed is answered, the other 5 (the rest of
+    its batch and the queue) get HTTP 503 "server shutting down" at once, none is dropped, and serve exits 0."""
+    pytest.importorskip("pytriton")
+    pytest.importorskip("tritonclient.http")
+    from tritonclient.utils import InferenceServerException
+
+    from tests.test_serve import assert_nothing_left, running_serve
+
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (1, 160, 160, 3), dtype=np.uint8) for _ in range(6)]
+    flags = ("--max-pixels", str(160 * 160), "--drain-timeout", "60")  # a generous drain: slow CI machines finish too
+    with running_serve(exported_onnx, tmp_path / "serve.log", *flags) as server:
+        code, took, outcomes = _sigterm_with_requests_in_flight(server, batches, after_s=1.0)
+        log = server["log"].read_text()
+    answered = [o for o in outcomes if isinstance(o, np.ndarray)]
+    refused = [o for o in outcomes if isinstance(o, InferenceServerException) and o.status() == "503"]
+    assert code == 0, log[-3000:]
+    assert len(answered) + len(refused) == len(batches), outcomes  # nothing dropped ("connection closed")
+    assert answered and refused, outcomes
+    assert all(out.shape == (1, 640, 640, 3) and out.dtype == np.uint8 for out in answered)
+    assert all("server shutting down" in err.message() and "\n" not in err.message() for err in refused)
+    assert took < 60, f"{took:.1f} s from SIGTERM to exit"
+    assert "stopped on SIGTERM after" in log
+    assert_nothing_left(server["children"])
+    assert not server["workspace"].exists()  # PyTriton's folder (sockets, a copy of tritonserver) is removed
+
+
+def test_serve_sigterm_cuts_off_a_request_longer_than_the_drain_and_exits_1(exported_onnx, tmp_path) -> None:
+    """A request still running when --drain-timeout ends is cut off; serve says so in one line and exits 1."""
+    pytest.importorskip("pytriton")
+    pytest.importorskip("tritonclient.http")
+    from tests.test_serve import assert_nothing_left, running_serve
+
+    big = np.random.default_rng(1).integers(0, 256, (1, 512, 512, 3), dtype=np.uint8)  # seconds of work on any CPU
+    with running_serve(exported_onnx, tmp_path / "serve.log", "--max-pixels", str(512 * 512), "--drain-timeout", "1") as server:
+        code, took, outcomes = _sigterm_with_requests_in_flight(server, [big], after_s=1.0)
+        log = server["log"].read_text()
+    assert code == 1, log[-3000:]
+    assert not isinstance(outcomes[0], np.ndarray)
+    assert "not cleanly: a request still running after --drain-timeout 1 s was cut off" in log, log[-3000:]
+    assert took < 20, f"{took:.1f} s from SIGTERM to exit"  # the drain (1 s) and the bounded stop of tritonserver
+    assert_nothing_left(server["children"])
+    assert not server["workspace"].exists()  # removed also when the stop could not wait for the engine

@@ -200,9 +200,10 @@ def ray_session():
     done it must be stopped completely by the ordinary end of the block."""
     from elan_deploy.batch.ray_data import ray_session as tool_session
 
+    before = {p.pid for p in _descendants(os.getpid())}  # e.g. a multiprocessing forkserver of an earlier test
     with tool_session(None) as session:
         yield session
-        instance = [p for p in _descendants(os.getpid()) if "ray" in _cmdline(p)]  # Ray's processes and the guard
+        instance = [p for p in _descendants(os.getpid()) if p.pid not in before and "ray" in _cmdline(p)]  # Ray's and the guard
         folders = _instance_folders(os.getpid())
         assert instance and folders, "the module's Ray instance was not found"
     left = _wait_gone(instance, CLEANUP_S)

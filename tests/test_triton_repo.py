@@ -229,6 +229,17 @@ def test_bad_flags_are_one_line_errors_before_any_build(exported_onnx, tmp_path,
     assert not out.exists()
 
 
+def test_output_under_a_file_says_the_file_is_in_the_way(exported_onnx, tmp_path, capsys):
+    from tests.conftest import message_lines
+
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    assert write_repo(blocker / "sub", exported_onnx) == 2
+    err = message_lines(capsys.readouterr().err)
+    assert len(err) == 1 and f"'{blocker}' is a file, not a folder" in err[0] and "does not exist" not in err[0]
+    assert blocker.read_text() == "mine"
+
+
 NET_STAND_IN = '''
 import os
 import onnxruntime as ort

@@ -188,3 +188,69 @@ def test_upscale_defaults_to_the_runtimes_fastest_native_precision(runtime: str,
     named = build_parser().parse_args(["upscale", "in.png", "-o", "out.png", "--runtime", runtime, "--precision", "fp32"])
     resolve_auto_precision(named)
     assert named.precision == "fp32"  # a precision asked for by name is kept
+
+
+@pytest.mark.parametrize("name", ["out.jpg", "out.webp", "out.bmp", "out.tif"])
+def test_rerun_skips_a_complete_output_of_any_image_format(name: str, photos: Path, tmp_path: Path, exported_onnx, capsys) -> None:
+    out = tmp_path / name
+    argv = ["upscale", str(photos / "img00.png"), "-o", str(out), "--onnx", str(exported_onnx)]
+    assert main(argv) == 0
+    written = snapshot(tmp_path)
+    capsys.readouterr()
+    assert main(argv) == 0, _err_lines(capsys)
+    assert "1 image(s): 0 done, 1 skipped" in capsys.readouterr().err
+    assert snapshot(tmp_path) == written
+
+
+def _nested_inputs(photos: Path) -> dict[str, str]:
+    """photos/ gains a subfolder tree and a text file; returns input -> expected output (relative)."""
+    (photos / "sub" / "deeper").mkdir(parents=True)
+    (photos / "img00.png").rename(photos / "sub" / "img00.png")
+    Image.open(photos / "img01.png").save(photos / "sub" / "deeper" / "x.png")
+    Image.open(photos / "img01.png").save(photos / "sub" / "deeper" / "x.jpg", quality=95)
+    (photos / "notes.txt").write_text("not an image")
+    return {"img01.png": "img01.png", "sub/img00.png": "sub/img00.png",
+            "sub/deeper/x.png": "sub/deeper/x.png.png", "sub/deeper/x.jpg": "sub/deeper/x.jpg.png"}
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_folder_summary_counts_subfolders_and_other_files_it_skipped(photos: Path, tmp_path: Path, exported_onnx, capsys) -> None:
+    _nested_inputs(photos)
+    out = tmp_path / "out"
+    assert main(["upscale", str(photos), "-o", str(out), "--onnx", str(exported_onnx)]) == 0
+    err = _err_lines(capsys)
+    assert "1 subfolder and 1 non-image file skipped; --recursive includes subfolders" in err
+    assert _tree(out) == ["img01.png"]
+
+
+def test_recursive_mirrors_the_layout_and_never_reads_its_output_folder(photos: Path, exported_onnx, capsys) -> None:
+    expected = _nested_inputs(photos)
+    out = photos / "sub" / "x4"  # inside the input tree
+    inputs_before = {name: (photos / name).read_bytes() for name in _tree(photos)}
+    argv = ["upscale", str(photos), "-o", str(out), "--recursive", "--onnx", str(exported_onnx)]
+    assert main(argv) == 0
+    err = _err_lines(capsys)
+    assert f"{len(expected)} image(s): {len(expected)} done" in err[-1] and "1 non-image file skipped" in err
+    assert _tree(out) == sorted(expected.values())
+    for source, output in expected.items():
+        lr = read_image(photos / source)
+        assert read_image(out / output).shape == (4 * lr.shape[0], 4 * lr.shape[1], 3)
+    written = {name: (out / name).read_bytes() for name in _tree(out)}
+    assert main(argv) == 0  # a rerun skips every output and reads none of them as input
+    assert f"{len(expected)} image(s): 0 done, {len(expected)} skipped" in _err_lines(capsys)[-1]
+    assert {name: (out / name).read_bytes() for name in _tree(out)} == written
+    assert {name: (photos / name).read_bytes() for name in _tree(photos) if not name.startswith("sub/x4/")} == inputs_before
+
+
+def test_folder_without_images_at_the_top_suggests_recursive(tmp_path: Path, photos: Path, capsys) -> None:
+    top = tmp_path / "top"
+    (top / "inner").mkdir(parents=True)
+    (photos / "img00.png").rename(top / "inner" / "img00.png")
+    assert main(["upscale", str(top), "-o", str(tmp_path / "out")]) == 2
+    assert "pass --recursive" in _err_lines(capsys)[-1]
+    assert main(["upscale", str(top / "inner" / "img00.png"), "-o", str(tmp_path / "o.png"), "--recursive"]) == 2
+    assert "--recursive reads folders" in _err_lines(capsys)[-1]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o.png").exists()

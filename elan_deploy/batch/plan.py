@@ -1,9 +1,13 @@
 """Which inputs go to which outputs, decided once, before anything is written.
 
 Inputs are listed exactly once, up front: outputs written during the run can never become inputs
-of the same run. The plan refuses, unless the user passes --overwrite, every output path that is
-an input, an output folder that is the input folder (a.jpg would land beside it as a.png), and
-outputs that exist but were not written by this tool. Inputs whose names differ only by
+of the same run. A folder's subfolders are inputs only with --recursive; the outputs then mirror
+the input's subfolder layout under the output folder, and an output folder inside the input tree
+is never read as input. Subfolders and non-image files left out are counted for the summary.
+
+The plan refuses, unless the user passes --overwrite, every output path that is an input, an
+output folder that is the input folder (a.jpg would land beside it as a.png), and outputs that
+exist but were not written by this tool. Inputs in one folder whose names differ only by
 extension (a.jpg, a.png) get distinct outputs (a.jpg.png, a.png.png) instead of the last one
 winning. A new folder is never created under a name that looks like a file (out.webp).
 """
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from elan_deploy.batch.outputs import OUTPUT_FORMATS, OutputState, output_state
 from elan_deploy.errors import ElanDeployError
-from elan_deploy.imaging import IMAGE_EXTENSIONS, list_images
+from elan_deploy.imaging import IMAGE_EXTENSIONS
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 OVERWRITE_HINT = "choose another -o, or pass --overwrite to replace it"
@@ -37,6 +41,33 @@ class Plan:
     jobs: tuple[Job, ...]
     folder: Path
     video: bool = False
+    skipped_subfolders: int = 0  # subfolders of an input folder left out (no --recursive)
+    skipped_files: int = 0  # files of an input folder that are not images
+
+    def skipped_note(self) -> str | None:
+        """The summary line for what an input folder held besides its images, or None."""
+        parts = [_count(self.skipped_subfolders, "subfolder"), _count(self.skipped_files, "non-image file")]
+        said = " and ".join(p for p in parts if p)
+        if not said:
+            return None
+        return f"{said} skipped" + ("; --recursive includes subfolders" if self.skipped_subfolders else "")
+
+
+def _count(n: int, noun: str) -> str:
+    return "" if n == 0 else f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+@dataclass(frozen=True)
+class FolderListing:
+    """The images of an input folder, by the folder that holds them, and what was left out."""
+
+    images: dict[Path, list[Path]]  # folder -> its images (sorted), folders in walk order
+    subfolders: int = 0
+    other_files: int = 0
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.images.values())
 
 
 def is_video(path: Path) -> bool:
@@ -94,12 +125,59 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def plan_upscale(source: Path, output: Path, overwrite: bool = False) -> Plan:
+def _real(path: Path) -> Path | None:
+    try:
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+
+
+def list_folder(source: Path, recursive: bool = False, exclude: Path | None = None) -> FolderListing:
+    """The images under `source` (hidden files and folders skipped), listed once, sorted per folder.
+
+    With `recursive`, subfolders are walked too; a folder reached twice (through a link) is read
+    once, and `exclude` (an output folder inside the input tree) is never entered.
+    """
+    images: dict[Path, list[Path]] = {}
+    subfolders = other_files = 0
+    excluded = _real(exclude) if exclude is not None else None
+    seen: set[Path] = set()
+    pending = [source]
+    while pending:
+        folder = pending.pop(0)
+        real = _real(folder)
+        if real is None or real in seen:
+            continue
+        seen.add(real)
+        found, below = [], []
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith("."):  # editor/OS droppings, our own temporaries and records
+                continue
+            if entry.is_dir():
+                if excluded is not None and _real(entry) == excluded:
+                    continue
+                below.append(entry)
+            elif entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(entry)
+            else:
+                other_files += 1
+        if found:
+            images[folder] = found
+        if recursive:
+            pending[:0] = below  # depth first, in name order
+        else:
+            subfolders += len(below)
+    return FolderListing(images, subfolders, other_files)
+
+
+def plan_upscale(source: Path, output: Path, overwrite: bool = False, recursive: bool = False) -> Plan:
     """Decide every (input, output) pair and refuse unsafe ones, before any engine or write."""
     if not source.exists():
         raise ElanDeployError(f"input '{source}' does not exist; pass an image file, a folder of images or a video")
+    if recursive and not source.is_dir():
+        raise ElanDeployError(f"--recursive reads folders; '{source}' is a file (drop --recursive)")
     if source.is_dir():
-        plan = _plan_folder(source, output, overwrite)
+        plan = _plan_folder(source, output, overwrite, recursive)
     elif is_video(source):
         plan = _plan_single(source, output, VIDEO_EXTENSIONS, video=True)
     else:
@@ -110,19 +188,25 @@ def plan_upscale(source: Path, output: Path, overwrite: bool = False) -> Plan:
     return plan
 
 
-def _plan_folder(source: Path, output: Path, overwrite: bool) -> Plan:
-    inputs = list_images(source)
-    if not inputs:
-        raise ElanDeployError(f"folder '{source}' holds no PNG/JPEG/BMP/TIFF images")
+def _plan_folder(source: Path, output: Path, overwrite: bool, recursive: bool) -> Plan:
     if output.suffix.lower() in OUTPUT_FORMATS and not output.is_dir():
         raise ElanDeployError(f"input '{source}' is a folder, so -o must be a folder, not '{output.name}'")
     check_output_folder(output)
-    if not overwrite and _same_file(source, output):
+    same = _same_file(source, output)
+    if not overwrite and same:
         raise ElanDeployError(
             f"output folder '{output}' is the input folder: outputs would replace or land among the inputs; {OVERWRITE_HINT}"
         )
-    names = distinct_names(inputs)
-    return Plan(tuple(Job(p, output / names[p]) for p in inputs), output)
+    listing = list_folder(source, recursive, exclude=None if same else output)
+    if not listing.count:
+        hint = " (its subfolders were not read: pass --recursive)" if listing.subfolders else ""
+        raise ElanDeployError(f"folder '{source}' holds no PNG/JPEG/BMP/TIFF images{hint}")
+    jobs = []
+    for folder, images in listing.images.items():
+        names = distinct_names(images)
+        target = output / folder.relative_to(source)
+        jobs += [Job(p, target / names[p]) for p in images]
+    return Plan(tuple(jobs), output, skipped_subfolders=listing.subfolders, skipped_files=listing.other_files)
 
 
 def _plan_single(source: Path, output: Path, extensions: tuple[str, ...], video: bool) -> Plan:

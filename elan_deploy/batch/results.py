@@ -112,20 +112,24 @@ class BatchSummary:
         return (f"{len(self.results)} {what}(s): {c[Status.DONE]} done, {c[Status.SKIPPED]} skipped "
                 f"(complete output exists), {c[Status.FAILED]} failed")
 
-    def finish(self, print_line: Callable[[str], None], where: str, what: str = "input") -> int:
-        """Print notes, each failed input with its reason, then the counts; 0, or WorkFailed (exit 1)."""
+    def finish(self, print_line: Callable[[str], None], where: str, what: str = "input", left_out: str | None = None) -> int:
+        """Print notes, each failed input with its reason, what was not an input (`left_out`), then
+        the counts; 0, or WorkFailed (exit 1)."""
         for result in self.results:
             for note in result.notes:
                 print_line(f"warning: {note}")
         for result in self.failed:
             print_line(f"failed: {result.source}: {result.reason}")
-        print_line(f"{self.line(what)}; outputs in {where}")
+        if left_out:
+            print_line(left_out)
         failed = self.failed
+        written = not failed or len(failed) < len(self.results)  # some output exists: never name one that does not
+        print_line(f"{self.line(what)}; " + (f"outputs in {where}" if written else "nothing was written"))
         if failed:
             names: Sequence[str] = [Path(r.source).name for r in failed]
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             raise WorkFailed(
                 f"{len(failed)} of {len(self.results)} {what}(s) failed ({shown}; reasons above); "
-                "every other output was written, and a rerun skips the complete ones"
+                + ("every other output was written, and a rerun skips the complete ones" if written else "nothing was written")
             )
         return 0

@@ -32,14 +32,15 @@ def _non_negative(text: str) -> float:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    """Every output writable and distinct, and none of them an input, before any work."""
-    from elan_deploy.fileio import check_writable_file
+    """Every output writable, distinct, none of them an input, and none a file this tool did not
+    write (unless --overwrite), before any work."""
+    from elan_deploy.provenance import check_output_file
 
     outputs = {flag: path for flag, path in (("--json", args.json), ("--save-inputs", args.save_inputs), ("--save-outputs", args.save_outputs)) if path}
     for flag, path in outputs.items():
-        check_writable_file(path, flag)
+        check_output_file(path, flag, args.overwrite)
     if args.json is not None and args.layers:
-        check_writable_file(plot_path(args.json), "--layers plot")
+        check_output_file(plot_path(args.json), "--layers plot", args.overwrite)
     resolved: dict[Path, str] = {}
     inputs = [p for p in (args.onnx,) if p is not None]
     for flag, path in outputs.items():
@@ -130,6 +131,7 @@ def run_diff_command(args: argparse.Namespace) -> int:
     from elan_deploy.diff.spec import parse_engine_specs
     from elan_deploy.fileio import write_json_atomic
     from elan_deploy.model import load_model
+    from elan_deploy.provenance import record_file
     from elan_deploy.runtimes.base import parse_shape
 
     specs = parse_engine_specs(args.engines)
@@ -150,10 +152,12 @@ def run_diff_command(args: argparse.Namespace) -> int:
     if args.layers:
         _print_layers(result, args.all_layers)
     with polygraphy_logging(args.verbose):
-        if args.save_inputs:
+        if args.save_inputs:  # Polygraphy's JSON has no room for a marker: a record beside it says it is ours
             save_inputs(result.inputs.feeds, args.save_inputs)
+            record_file(args.save_inputs)
         if args.save_outputs:
             save_reference_outputs(result, args.save_outputs)
+            record_file(args.save_outputs)
     if args.json:
         write_json_atomic(args.json, result.to_json(_command_line(args)))
         if args.layers and result.layer_reports:
@@ -161,6 +165,7 @@ def run_diff_command(args: argparse.Namespace) -> int:
 
             if (reason := plot_available()) is None:
                 plot_layers(result.layer_reports, config.layer_psnr_db, plot_path(args.json), f"{source.model_id}: per-tensor PSNR against {specs[0]}")
+                record_file(plot_path(args.json))
             else:
                 stderr.print(reason, markup=False)
     for row in result.failed:
@@ -200,6 +205,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer-memory-mb", type=positive_int, default=1500, help="marked tensors per run up to this size; more runs when they do not fit [1500]")
     p.add_argument("--save-inputs", type=Path, help="write the inputs as Polygraphy JSON (polygraphy run --load-inputs)")
     p.add_argument("--save-outputs", type=Path, help="write the reference's outputs as Polygraphy RunResults JSON (polygraphy run --load-outputs)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json/--save-* files even if this tool did not write them")
     p.add_argument("--threads", type=positive_int, help="inference threads [runtime default]")
     p.add_argument("--cache-dir", type=Path, help="cache folder for engines and exports [$ELAN_DEPLOY_CACHE or ~/.cache/elan-deploy]")
     p.add_argument("--no-cache", action="store_true", help="ignore the cache: build into a scratch folder removed on exit")

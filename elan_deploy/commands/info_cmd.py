@@ -45,6 +45,7 @@ def inspect(path: Path, shape: str | None) -> dict[str, Any]:
         raise ElanDeployError(f"--shape needs a single-input model; '{path.name}' has {len(summary.inputs)} inputs")
     ranks = tensor_ranks(model, {summary.inputs[0].name: probe}) if probe else None
     return {
+        "schema": "elan-deploy/info/1",  # first: marks a saved report as this tool's (elan_deploy.provenance)
         "path": str(path),
         "node_count": summary.node_count,
         "opsets": summary.opsets,
@@ -107,7 +108,12 @@ def print_report(report: dict[str, Any]) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     from elan_deploy.fileio import write_json_atomic
+    from elan_deploy.provenance import check_output_file
 
+    if args.json not in (None, "-"):
+        if Path(args.json).resolve() == Path(args.onnx).resolve():
+            raise ElanDeployError(f"--json '{args.json}' is the ONNX file being inspected; choose another path")
+        check_output_file(args.json, "--json", args.overwrite)
     report = inspect(args.onnx, args.shape)
     if args.json == "-":
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
@@ -123,4 +129,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("onnx", type=Path, help="ONNX file")
     p.add_argument("--shape", help="input shape for the rank check, e.g. 1x3x192x320 [the input's static shape, else 1x3x192x320]")
     p.add_argument("--json", nargs="?", const="-", metavar="PATH", help="print JSON instead of tables, or write it to PATH")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file even if this tool did not write it")
     p.set_defaults(handler=run_info)

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from elan_deploy.batch.outputs import JobSettings, OutputState, output_state
+from elan_deploy.batch.outputs import JobSettings, OutputState, OutputTag, output_state, record_output
 from elan_deploy.batch.plan import Plan, plan_upscale, refuse_other_outputs
 from elan_deploy.batch.results import BatchSummary, FileResult, run_guarded, skipped
 from elan_deploy.batch.video import DEFAULT_CRF
@@ -26,7 +26,8 @@ from elan_deploy.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler
 
 def check_flags(args: argparse.Namespace, plan: Plan) -> None:
     """Flags that do not fit the input are usage errors, found before any work."""
-    video_flags = [f for f, v in (("--codec", args.codec), ("--crf", args.crf), ("--bitrate", args.bitrate)) if v is not None]
+    video_flags = [f for f, v in (("--codec", args.codec), ("--crf", args.crf), ("--bitrate", args.bitrate),
+                                  ("--allow-partial", args.allow_partial or None)) if v is not None]
     if video_flags and not plan.video:
         raise ElanDeployError(f"{', '.join(video_flags)} apply to video inputs only; '{args.input}' is not a video")
     if args.crf is not None and args.bitrate is not None:
@@ -54,7 +55,7 @@ def check_flags(args: argparse.Namespace, plan: Plan) -> None:
 def _video_options(args: argparse.Namespace):
     from elan_deploy.batch.video import VideoOptions, parse_bitrate
 
-    return VideoOptions(args.codec, args.crf, parse_bitrate(args.bitrate) if args.bitrate is not None else None)
+    return VideoOptions(args.codec, args.crf, parse_bitrate(args.bitrate) if args.bitrate is not None else None, args.allow_partial)
 
 
 def job_settings_from_args(args: argparse.Namespace) -> JobSettings:
@@ -77,15 +78,12 @@ def open_engine_for(args: argparse.Namespace):
 
 
 def run_upscale(args: argparse.Namespace) -> int:
-    plan = plan_upscale(args.input, args.output, overwrite=args.overwrite)
+    plan = plan_upscale(args.input, args.output, overwrite=args.overwrite, recursive=args.recursive)
     check_flags(args, plan)
     resolve_auto_precision(args)  # before the settings are recorded in outputs or sent to Ray actors
-    if plan.video:
-        _, engine, _, settings = open_engine_for(args)
-        return _run_video(args, plan, settings.upscaler(engine))
 
     # Every existing output is classified before any engine is built or anything is written.
-    digest = job_settings_from_args(args).digest()
+    digest = job_digest(args, plan)
     states = [output_state(job.output, job.source, digest) for job in plan.jobs]
     if not args.overwrite:
         refuse_other_outputs(list(plan.jobs), states)
@@ -96,9 +94,12 @@ def run_upscale(args: argparse.Namespace) -> int:
             summary.add(skipped(job.source, job.output))
         else:
             todo.append(job)
+    if plan.video:
+        return _finish(summary, str(plan.jobs[0].output), "video") if not todo else _start_video(args, plan, digest)
     if todo:
         source, engine, shapes, settings = open_engine_for(args)
-        plan.folder.mkdir(parents=True, exist_ok=True)
+        for folder in dict.fromkeys(job.output.parent for job in todo):  # subfolders mirror the input's (--recursive)
+            folder.mkdir(parents=True, exist_ok=True)
         with progress() as bar:
             task = bar.add_task(f"upscale x{source.scale} ({engine.info.runtime} {engine.info.precision_used})", total=len(todo))
 
@@ -117,10 +118,35 @@ def run_upscale(args: argparse.Namespace) -> int:
                 from elan_deploy.batch.folder import run_plain
 
                 run_plain(todo, settings.upscaler(engine), digest, advance)
-    return summary.finish(lambda line: stderr.print(line, markup=False, soft_wrap=True), str(plan.folder), "image")
+    return _finish(summary, str(plan.folder), "image", plan.skipped_note())
 
 
-def _run_video(args: argparse.Namespace, plan: Plan, upscaler: Upscaler) -> int:
+def _finish(summary: BatchSummary, where: str, what: str, left_out: str | None = None) -> int:
+    return summary.finish(lambda line: stderr.print(line, markup=False, soft_wrap=True), where, what, left_out)
+
+
+def job_digest(args: argparse.Namespace, plan: Plan) -> str:
+    """The digest recorded in every output; a video's also covers the encoder settings."""
+    settings = job_settings_from_args(args)
+    if not plan.video:
+        return settings.digest()
+    from dataclasses import asdict
+
+    from elan_deploy.batch.video import choose_codec
+
+    return settings.digest(video={**asdict(_video_options(args)), "codec": choose_codec(args.codec)[0]})
+
+
+def _start_video(args: argparse.Namespace, plan: Plan, digest: str) -> int:
+    """Open the engine and run the video; its output is recorded as this input's with these settings."""
+    from elan_deploy.fileio import file_sha256
+
+    tag = OutputTag(file_sha256(plan.jobs[0].source), digest)
+    _, engine, _, settings = open_engine_for(args)
+    return _run_video(args, plan, settings.upscaler(engine), tag)
+
+
+def _run_video(args: argparse.Namespace, plan: Plan, upscaler: Upscaler, tag: OutputTag) -> int:
     from elan_deploy.batch.video import choose_codec, upscale_video
 
     job = plan.jobs[0]
@@ -139,8 +165,10 @@ def _run_video(args: argparse.Namespace, plan: Plan, upscaler: Upscaler) -> int:
 
         reports = []
 
-        def work() -> None:
-            reports.append(upscale_video(job.source, job.output, upscaler.upscale_uint8, upscaler.scale, _video_options(args), on_frame))
+        def work() -> tuple[str, ...]:
+            reports.append(upscale_video(job.source, job.output, upscaler, _video_options(args), on_frame))
+            record_output(job.output, tag)  # provenance: a rerun knows this complete output as done
+            return reports[-1].notes  # a partial decode, a bit depth or chroma the encoder could not keep
 
         summary.add(run_guarded(job.source, job.output, work))
     for report in reports:
@@ -172,6 +200,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=int, default=None, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}, at most half the tile]")
     p.add_argument("--batch", type=positive_int, default=1, help="tiles per engine call [1]")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs, even inputs or files this tool did not write")
+    p.add_argument("--recursive", action="store_true",
+                   help="also upscale the images in the input folder's subfolders; outputs mirror their layout under -o")
     ray = p.add_argument_group("many images on Ray Data (pip install 'elan-deploy[ray]')")
     ray.add_argument("--ray", action="store_true", help="run the folder on a pool of Ray actors, one engine each")
     ray.add_argument("--ray-address", help="join this Ray cluster [start a local instance with this machine's CPUs]")
@@ -180,4 +210,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     video.add_argument("--codec", help="video encoder [libx264, else mpeg4]")
     video.add_argument("--crf", type=_crf, help=f"constant quality for libx264/libx265/vp9/av1 (lower is better) [{DEFAULT_CRF}]")
     video.add_argument("--bitrate", help="target bit rate, e.g. 8M or 800k [crf for libx264, else 0.2 bits per pixel]")
+    video.add_argument("--allow-partial", action="store_true",
+                       help="write what decodes of a truncated or damaged video, saying what is missing [fail it, write nothing]")
     p.set_defaults(handler=run_upscale)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
-from elan_deploy.fileio import atomic_path
+from elan_deploy.fileio import atomic_path, missing_folder_error
 from elan_deploy.serve.prepost import DEFAULT_MAX_PIXELS
 
 MARKER = "elan-deploy-repository.json"
@@ -194,7 +194,7 @@ def check_destination(out: Path) -> None:
     out = Path(out)
     parent = out.absolute().parent
     if not parent.is_dir():
-        raise ElanDeployError(f"folder '{parent}' does not exist; create it or choose another output path")
+        raise missing_folder_error(parent, "folder")
     if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not _is_our_repository(out):
         raise ElanDeployError(
             f"'{out}' exists and is not an empty folder or a repository written by elan-deploy; it was left as it is: choose a new path"
