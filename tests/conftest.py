@@ -53,11 +53,12 @@ def isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported_onnx(bundled, tmp_path_factory) -> Path:
-    """The bundled model exported once (default strategies) for every runtime test."""
+    """The bundled model exported once as `elan-deploy export` writes it by default (range-guarded)."""
+    from elan_deploy.calibration.ranges import calibrated_guard
     from elan_deploy.export import ExportConfig, export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "elan-light-x4.fp32.onnx"
-    export_onnx(bundled, path, ExportConfig())
+    export_onnx(bundled, path, ExportConfig(), guard=calibrated_guard(bundled))
     return path
 
 

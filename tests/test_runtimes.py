@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from elan_deploy.cli import main
+from elan_deploy.cpu import cpu_caps
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
 from elan_deploy.imaging import list_images, read_image
 from elan_deploy.metrics import psnr
@@ -17,8 +18,11 @@ from elan_deploy.runtimes import BuildOptions, EngineCache, ShapeRange, build_en
 from elan_deploy.runtimes.cache import MANIFEST
 from tests.conftest import message_lines
 
+# PyTorch's bf16 autocast is emulated (minutes per dataset) on CPUs without AVX512-BF16 or AMX,
+# where the bench plan leaves it out too: there it runs with the slow checks.
+_EMULATED = pytest.mark.slow if not cpu_caps().bf16 else ()
 LOCAL_CELLS = [
-    ("torch", "bf16"),
+    pytest.param("torch", "bf16", marks=_EMULATED),
     ("onnxruntime", "fp32"),
     ("onnxruntime", "fp16"),
     ("openvino", "fp32"),

@@ -17,6 +17,7 @@ from elan_deploy.cpu import CpuCaps, cpu_caps, precision_plan
 from elan_deploy.export.strategies import DEFAULT_WINDOWS, WINDOW_STRATEGIES
 from elan_deploy.runtimes import is_available
 
+REFERENCE = ("torch", "fp32")
 # (runtime, precision) in report order: baselines first, then engines.
 DEFAULT_CELLS: tuple[tuple[str, str], ...] = (
     ("torch", "fp32"),
@@ -60,6 +61,11 @@ class Cell:
     @property
     def uses_export(self) -> bool:
         return not self.runtime.startswith("torch")
+
+    @property
+    def is_reference(self) -> bool:
+        """PyTorch FP32: the paper model every other cell's fidelity is measured against."""
+        return (self.runtime, self.precision) == REFERENCE
 
 
 def row_label(row: dict) -> str:

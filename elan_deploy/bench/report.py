@@ -100,6 +100,16 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _guard_note(rows: list[dict[str, Any]]) -> str:
+    """Which model each cell ran: the range-guarded one, or the paper model (`guard` of the rows)."""
+    guarded = sorted({row_label(r) for r in rows if r.get("guard") == "guarded"})
+    unguarded = sorted({row_label(r) for r in rows if r.get("guard") == "unguarded"})
+    if not guarded:
+        return "Every cell ran the unguarded paper model (`--no-guard`)." if unguarded else ""
+    return (f"Model: every cell ran the range-guarded model (each conv's output clamped to its T91 range) except "
+            f"{', '.join(unguarded) or 'none'}, the unguarded paper model; Δ dB of the others includes what the guard costs.")
+
+
 def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
     m = doc["machine"]
     parts = [
@@ -115,6 +125,7 @@ def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
         "Speed-ups are p50 ratios measured in this run. Δ dB is Y-PSNR against the torch FP32 row; fidelity is the PSNR "
         "of the engine's RGB output against the torch FP32 output (∞ = identical).",
         "",
+        *([_guard_note(doc["rows"]), ""] if _guard_note(doc["rows"]) else []),
     ]
     header = ["cell", "precision used", "threads", "min ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "out MP/s", "engine RSS MB",
               "vs torch eager", f"vs {ref['cell'] if (ref := headline_reference(doc, main_shape)) else 'torch.compile'}", f"{dataset} PSNR", "Δ dB", "SSIM", "fidelity dB", "build s"]

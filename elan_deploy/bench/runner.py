@@ -57,6 +57,7 @@ class BenchConfig:
     deadline: float | None = None  # time.monotonic() after which no new step starts (--time-limit)
     time_limit_s: float | None = None
     reference_added: bool = False  # torch fp32 joined the plan as the fidelity reference, not by the user's filters
+    guard: bool = True  # engine cells clamp to the T91 ranges (`--no-guard`: none does); the reference never does
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -87,19 +88,23 @@ class BenchRunner:
     def scale(self) -> int:
         return self.loaded.config.scale
 
+    def guarded(self, cell: Cell) -> bool:
+        """Every cell runs the range-guarded model, except the reference: the paper model, whose PSNR is the paper's."""
+        return self.config.guard and not cell.is_reference
+
     def source(self, cell: Cell) -> ModelSource:
-        key = (cell.shift, cell.attention, cell.windows)
+        key = (cell.shift, cell.attention, cell.windows, self.guarded(cell))
         if key not in self.sources:
-            given = self.config.onnx if key == ("depthwise", "shared", DEFAULT_WINDOWS) else None
+            given = self.config.onnx if key[:3] == ("depthwise", "shared", DEFAULT_WINDOWS) else None
             self.sources[key] = ModelSource(
                 self.loaded, shift=cell.shift, attention=cell.attention, windows=cell.windows, onnx=given,
-                work_dir=self.config.work_dir / "onnx",
+                work_dir=self.config.work_dir / "onnx", guard=key[3],
             )
         return self.sources[key]
 
     def _row(self, cell: Cell, engine, **fields) -> ResultRow:
         info = engine.info if engine is not None else None
-        extra = {"kind": fields.pop("kind")}
+        extra = {"kind": fields.pop("kind"), "guard": self.source(cell).guard_label}
         if cell.uses_export:
             extra.update(shift=cell.shift, attention=cell.attention, windows=cell.windows)
         extra.update(fields.pop("extra", {}))
@@ -176,7 +181,7 @@ class BenchRunner:
 
     def _export(self, cell: Cell) -> None:
         """Export the ONNX once per strategy as its own step, so the log shows it apart from the builds."""
-        key = (cell.shift, cell.attention, cell.windows)
+        key = (cell.shift, cell.attention, cell.windows, self.guarded(cell))
         if cell.runtime in ONNX_RUNTIMES and key not in self._exported:
             if self.source(cell).onnx is None:
                 self._step(cell, "export", f"ONNX ({cell.shift}/{cell.attention}/{cell.windows})")
@@ -224,7 +229,7 @@ class BenchRunner:
                 sr = upscaler(sample.lr.astype(np.float32))
                 if reference is not None:
                     fidelity.append(psnr(sr, reference[i]))
-                elif (cell.runtime, cell.precision) == ("torch", "fp32"):
+                elif cell.is_reference:
                     outputs.append(sr)
                 sr8 = to_uint8(sr)
                 result.outputs.setdefault(dataset.name, []).append(sr8)
@@ -322,6 +327,7 @@ class BenchRunner:
             checkpoint=self.loaded.path, scale=self.scale, runtime=cell.runtime, precision=cell.precision,
             shift=cell.shift, attention=cell.attention, windows=cell.windows, shape=padded, threads=self.config.threads,
             cache_dir=self.config.cache.root, onnx=source.onnx, work_dir=source.work_dir, allocator=self.config.allocator,
+            guard=source.guard,
         )
         started: list[LatencyWorker] = []
 
@@ -350,7 +356,7 @@ class BenchRunner:
         stats = LatencyStats.from_rounds(rounds, shape, self.scale)
         key = _text(opened.worker.spec.shape)
         fidelity: float | str | None = None
-        if (cell.runtime, cell.precision) == ("torch", "fp32"):
+        if cell.is_reference:
             self.reference_latency_out[key] = ready.first_output
         elif key in self.reference_latency_out:
             value = psnr(ready.first_output, self.reference_latency_out[key])

@@ -44,6 +44,7 @@ class WorkerSpec:
     onnx: Path | None  # the ONNX the user gave, if any (it keys the engine cache)
     work_dir: Path | None  # where the parent exported its ONNX
     allocator: Allocator = "keep"
+    guard: bool = True  # the range guard's clamps (ModelSource.guard)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def _open(spec: WorkerSpec):
 
     loaded = load_checkpoint(spec.checkpoint, scale=spec.scale)
     source = ModelSource(
-        loaded, shift=spec.shift, attention=spec.attention, windows=spec.windows, onnx=spec.onnx, work_dir=spec.work_dir
+        loaded, shift=spec.shift, attention=spec.attention, windows=spec.windows, onnx=spec.onnx, work_dir=spec.work_dir,
+        guard=spec.guard,
     )
     options = BuildOptions(threads=spec.threads)
     return open_engine(source, spec.runtime, spec.precision, ShapeRange.static(spec.shape), options, EngineCache(spec.cache_dir))

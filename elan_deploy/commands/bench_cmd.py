@@ -49,8 +49,14 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [v for item in values for v in item.split(",") if v] if values else None
 
 
-def _check_output(out: Path) -> None:
-    """--output must be a folder we can create or write into; checked up front, created only at the first write."""
+OUTPUT_FILES = ("results.json", "report.md", "latency_vs_psnr.png", "crops.png")
+
+
+def _check_output(out: Path, overwrite: bool = False) -> None:
+    """--output must be a folder we can create or write into, holding no file of ours-to-be that this
+    tool did not write (unless --overwrite); checked up front, created only at the first write."""
+    from elan_deploy.provenance import check_output_file
+
     if out.exists() and not out.is_dir():
         raise ElanDeployError(f"--output '{out}' is a file; choose a folder")
     existing = out
@@ -58,6 +64,9 @@ def _check_output(out: Path) -> None:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ElanDeployError(f"cannot write into '{existing}' to create --output '{out}'; choose a writable --output")
+    if out.is_dir():
+        for name in OUTPUT_FILES:
+            check_output_file(out / name, "--output file", overwrite)
 
 
 def _check_names(values: list[str] | None, known: tuple[str, ...], flag: str) -> list[str] | None:
@@ -96,7 +105,7 @@ def run_bench(args: argparse.Namespace) -> int:
     # Everything the flags name is checked here, before any work and before any folder is created.
     baseline = read_results(args.compare, "--compare") if args.compare else None
     out: Path = args.output
-    _check_output(out)
+    _check_output(out, args.overwrite)
     if min(args.rounds, args.iters, args.max_iters) < 1 or args.warmup < 0:
         raise ElanDeployError("--rounds, --iters and --max-iters must be at least 1 and --warmup at least 0")
     if args.rounds > max(args.iters, args.max_iters):
@@ -132,7 +141,7 @@ def run_bench(args: argparse.Namespace) -> int:
         work_dir=out, onnx=args.onnx, cache=EngineCache(cache_dir), allocator=args.allocator,
         planned=plan_for_cpu(cells, precisions, caps), asked_precisions=precisions or [],
         deadline=started + args.time_limit if args.time_limit else None, time_limit_s=args.time_limit,
-        reference_added=reference_added,
+        reference_added=reference_added, guard=not args.no_guard,
     )
     runner = BenchRunner(loaded, config)
     if why := _nothing_can_run(cells, runner):
@@ -159,6 +168,7 @@ def run_bench(args: argparse.Namespace) -> int:
     write_report(doc, out / "report.md", main_shape, headline)
     plot_note = write_scatter(doc, out / "latency_vs_psnr.png", main_shape, headline)
     crop_note = _write_crops(results, runner.scale, datasets[0], out / "crops.png", crop_engines(doc, main_shape, headline))
+    _record_outputs(out, written=[name for name, note in (("report.md", None), ("latency_vs_psnr.png", plot_note), ("crops.png", crop_note)) if not note])
     _print_summary(doc, main_shape, headline)
     if plot_note:
         stderr.print(f"plot skipped: {plot_note}", markup=False)
@@ -194,6 +204,14 @@ def _print_summary(doc: dict, main_shape: str, dataset: str) -> None:
         )
 
 
+def _record_outputs(out: Path, written: list[str]) -> None:
+    """A record beside each file whose format has no marker, so that a rerun knows it as this tool's."""
+    from elan_deploy.provenance import record_file
+
+    for name in written:
+        record_file(out / name)
+
+
 def _write_crops(results, scale: int, dataset, path: Path, engines: list[str]) -> str | None:
     """bicubic / torch FP32 / the engines worth deploying / HR, on the patch of the dataset where they
     tell most, with each engine's amplified difference from FP32; returns why not drawn, if so."""
@@ -226,6 +244,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bound the whole run: no step starts after this many seconds; cells not reached are listed as skipped [no limit]")
     p.add_argument("--quick", action="store_true", help="smoke run: 1x3x64x64, few iterations, skips torch.compile and int8")
     p.add_argument("--output", type=Path, default=Path("bench-out"), help="folder for results.json, report.md and plots [bench-out]")
+    p.add_argument("--overwrite", action="store_true", help="replace results.json, report.md and the plots in --output even if this tool did not write them")
     p.add_argument("--compare", type=Path, help="earlier results.json: flag regressions (exit 1 if any)")
     p.add_argument("--onnx", type=Path, help="exported FP32 ONNX for the default-strategy cells [export the model]")
     p.add_argument("--cache-dir", type=Path, help="engine cache folder")

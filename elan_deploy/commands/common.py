@@ -38,6 +38,9 @@ def positive_int(text: str) -> int:
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="elan-light", help="config name (bundled weights) or checkpoint path [elan-light]")
     parser.add_argument("--scale", type=int, default=4, choices=(2, 3, 4), help="upscaling factor [4]")
+    parser.add_argument("--no-guard", action="store_true",
+                        help="run the unguarded paper model: no clamping of each conv's output to its T91 range "
+                             "(the guard keeps text, QR codes and screenshots from exploding)")
 
 
 def add_engine_args(parser: argparse.ArgumentParser, default_runtime: str = "onnxruntime", default_precision: str = "fp32") -> None:
@@ -93,7 +96,8 @@ def source_and_cache_from_args(args: argparse.Namespace, loaded):
     if args.onnx is not None:
         check_onnx_matches(args.onnx, loaded.config.scale)
     source = ModelSource(
-        loaded, shift=args.shift, attention=args.attention, windows=args.windows, onnx=args.onnx, work_dir=root / "onnx"
+        loaded, shift=args.shift, attention=args.attention, windows=args.windows, onnx=args.onnx, work_dir=root / "onnx",
+        guard=not args.no_guard,
     )
     return source, EngineCache(root / "engines")
 

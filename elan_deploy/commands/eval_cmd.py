@@ -13,11 +13,16 @@ from elan_deploy.results import ResultRow, write_results
 from elan_deploy.upscale import Upscaler
 
 
+def _model_label(source) -> str:
+    """Which network ran: the paper model, or it with the range guard's clamps."""
+    return "unguarded paper model" if source.range_guard() is None else "range-guarded model; --no-guard for the paper model"
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    from elan_deploy.fileio import check_writable_file
+    from elan_deploy.provenance import check_output_file
 
     if args.json is not None:
-        check_writable_file(args.json, "--json")
+        check_output_file(args.json, "--json", args.overwrite)
     datasets = [load_dataset(name, args.scale, args.data_root) for name in (args.dataset or ["Set5"])]
     source, engine, shapes = engine_from_args(args)
     warn_if_precision_differs(engine.info, args.precision)
@@ -35,13 +40,13 @@ def run_eval(args: argparse.Namespace) -> int:
                     model=source.model_id, runtime=info.runtime, precision=info.precision.value, dataset=dataset.name,
                     images=len(score.images), psnr=round(score.psnr, 4), ssim=round(score.ssim, 4),
                     runtime_version=info.runtime_version, precision_used=info.precision_used, threads=info.threads,
-                    extra={"shift": source.shift, "attention": source.attention} if info.runtime != "torch" else {},
+                    extra={"guard": source.guard_label, **({"shift": source.shift, "attention": source.attention} if info.runtime != "torch" else {})},
                 )
             )
     if args.per_image:
         print_table("per image", ("dataset", "image", "PSNR (dB)", "SSIM"), per_image)
     print_table(
-        f"{source.model_id} quality (Y channel, border {source.scale})",
+        f"{source.model_id} quality (Y channel, border {source.scale}; {_model_label(source)})",
         ("dataset", "runtime", "precision", "used", "images", "PSNR (dB)", "SSIM"),
         [(r.dataset, r.runtime, r.precision, r.precision_used, r.images, r.psnr, r.ssim) for r in rows],
     )
@@ -59,5 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", action="append", help="Set5, Set14, B100 or a folder of HR images (repeatable) [Set5]")
     p.add_argument("--data-root", type=Path, help="folder holding Set5/, Set14/, B100/ [$ELAN_DEPLOY_DATA or ../shared/data]")
     p.add_argument("--json", type=Path, help="write results JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file even if this tool did not write it")
     p.add_argument("--per-image", action="store_true", help="also print every image's score")
     p.set_defaults(handler=run_eval)

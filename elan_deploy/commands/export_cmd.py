@@ -18,26 +18,32 @@ def default_output(model_id: str) -> Path:
 def run_export(args: argparse.Namespace) -> int:
     from elan_deploy.export import ExportConfig, export_onnx
     from elan_deploy.fileio import write_json_atomic
+    from elan_deploy.calibration.ranges import calibrated_guard
     from elan_deploy.model import load_model
 
     config = ExportConfig(
         shift=args.shift, attention=args.attention, windows=args.windows, opset=args.opset, dynamic_batch=not args.static_batch,
         simplify=not args.no_simplify, verify=not args.no_verify,
     )
-    from elan_deploy.fileio import check_writable_file
+    from elan_deploy.provenance import check_output_file
 
     if args.json is not None:
-        check_writable_file(args.json, "--json")
+        check_output_file(args.json, "--json", args.overwrite)
     loaded = load_model(args.model, args.scale)
     output: Path = args.output or default_output(loaded.config.model_id)
     if output.exists() and output.is_dir():
         raise ElanDeployError(f"output '{output}' is a folder; pass a file path such as {output / default_output(loaded.config.model_id).name}")
+    if output.parent.is_dir():  # a missing folder is created below
+        check_output_file(output, "--output", args.overwrite)
+    if args.json is not None and Path(args.json).resolve() == output.resolve():
+        raise ElanDeployError(f"--json and --output name the same file '{output}'; give each its own path")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ElanDeployError(f"cannot create output folder '{output.parent}': {exc.strerror or exc}") from None
     with stderr.status(f"exporting {loaded.config.model_id} ({config.shift}, {config.attention}, opset {config.opset})"):
-        report = export_onnx(loaded, output, config)
+        guard = None if args.no_guard else calibrated_guard(loaded)
+        report = export_onnx(loaded, output, config, guard=guard)
     error = "not run" if report.max_abs_error is None else f"{report.max_abs_error:.2e}"
     print_table(
         f"{report.metadata.model_id} → ONNX",
@@ -47,6 +53,7 @@ def run_export(args: argparse.Namespace) -> int:
             ("shift / attention / windows", f"{config.shift} / {config.attention} / {config.windows}"),
             ("opset", config.opset),
             ("inputs", "lr N,3,H,W float32 0..255 (H, W multiples of 16)" if config.dynamic_batch else "lr 1,3,H,W float32 0..255"),
+            ("range guard", report.metadata.range_guard),
             ("simplifier", report.metadata.simplifier),
             ("nodes", report.node_count),
             ("max tensor rank", report.max_rank),
@@ -58,6 +65,7 @@ def run_export(args: argparse.Namespace) -> int:
     )
     if args.json:
         record = {
+            "schema": "elan-deploy/export/1",  # first: marks the file as this tool's (elan_deploy.provenance)
             "path": str(report.path), "config": asdict(config), "metadata": report.metadata.to_props(),
             "node_count": report.node_count, "op_counts": report.op_counts, "size_bytes": report.size_bytes,
             "sha256": report.sha256, "max_rank": report.max_rank, "max_abs_error": report.max_abs_error,
@@ -81,4 +89,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--static-batch", action="store_true", help="fix the batch size at 1 (H and W stay dynamic)")
     p.add_argument("--output", "-o", type=Path, help="ONNX file to write [build/<model>-x<scale>.fp32.onnx]")
     p.add_argument("--json", type=Path, help="also write the export report as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --output/--json files even if this tool did not write them")
     p.set_defaults(handler=run_export)

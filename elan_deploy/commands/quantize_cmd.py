@@ -20,7 +20,7 @@ def _fp32_onnx(args: argparse.Namespace) -> tuple[Path, str, int]:
     if args.onnx is not None:
         check_onnx_matches(args.onnx, loaded.config.scale)
         return args.onnx, loaded.config.model_id, loaded.config.scale
-    source = ModelSource(loaded)  # exported into the cache root's onnx/ folder
+    source = ModelSource(loaded, guard=not args.no_guard)  # exported into the cache root's onnx/ folder
     return source.onnx_path(), loaded.config.model_id, loaded.config.scale
 
 
@@ -32,11 +32,17 @@ def run_quantize(args: argparse.Namespace) -> int:
         method=args.method, budget_db=args.budget_db, patches=args.patches, patch_size=args.patch_size, seed=args.seed,
         max_float_nodes=args.max_float_nodes, percentile=args.percentile,
     )
-    from elan_deploy.fileio import check_writable_file
+    from elan_deploy.provenance import check_output_file
 
     for path, flag in ((args.output, "--output"), (args.json, "--json")):
         if path is not None:
-            check_writable_file(path, flag)
+            check_output_file(path, flag, args.overwrite)
+    if args.output is None:  # the default ./MODEL_ID.int8.onnx
+        from elan_deploy.model import load_model
+
+        check_output_file(Path(f"{load_model(args.model, args.scale).config.model_id}.int8.onnx"), "--output", args.overwrite)
+    if args.output is not None and args.json is not None and args.output.resolve() == args.json.resolve():
+        raise ElanDeployError(f"--json and --output name the same file '{args.output}'; give each its own path")
     if args.output is not None and args.onnx is not None and args.output.resolve() == args.onnx.resolve():
         raise ElanDeployError(f"--output '{args.output}' is the input --onnx; pass another path for the INT8 model")
     with progress() as bar:
@@ -91,5 +97,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the patch positions [0]")
     p.add_argument("--output", type=Path, help="INT8 ONNX to write [./MODEL_ID.int8.onnx]")
     p.add_argument("--json", type=Path, help="write the report (float set, drops, sensitivities) as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --output/--json files even if this tool did not write them")
     p.add_argument("--sensitivity", action="store_true", help="also print every layer group's measured sensitivity")
     p.set_defaults(handler=run_quantize)

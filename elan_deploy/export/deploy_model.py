@@ -22,6 +22,7 @@ from torch import nn
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.export.rewrites.attention import DeployGMSA, SharedState, WindowGeometry
 from elan_deploy.export.rewrites.mean_shift import fold_output_affine, input_offset
+from elan_deploy.export.rewrites.range_guard import guard_deploy_model
 from elan_deploy.export.rewrites.roll import is_tracing
 from elan_deploy.export.rewrites.shift_conv import build_shift_conv
 from elan_deploy.export.rewrites.window_gather import GatherGMSA, WindowIndex, window_indices
@@ -35,6 +36,7 @@ from elan_deploy.export.strategies import (
     check_window_strategy,
 )
 from elan_deploy.model.elan import ELAB, ELAN, LFE
+from elan_deploy.model.range_guard import RangeGuard
 
 __all__ = ["ATTENTION_STRATEGIES", "SHIFT_STRATEGIES", "WINDOW_STRATEGIES", "DeployELAN", "build_deploy_model", "check_input_shape"]
 
@@ -121,12 +123,20 @@ class DeployELAN(nn.Module):
         return self.upsample(self.tail(x + skip))
 
 
-def build_deploy_model(reference: ELAN, shift: str = "depthwise", attention: str = "shared", windows: str = DEFAULT_WINDOWS) -> DeployELAN:
+def build_deploy_model(
+    reference: ELAN, shift: str = "depthwise", attention: str = "shared", windows: str = DEFAULT_WINDOWS, guard: RangeGuard | None = None
+) -> DeployELAN:
     """Rewrite a reference ELAN (eval mode; BN statistics are folded) into an eval-mode DeployELAN.
 
+    With `guard`, every convolution's output is clamped to its calibrated range
+    (`rewrites.range_guard`); the result then computes `guard_reference(reference, guard)`.
     The reference is not modified and shares no parameters with the result.
     """
     if reference.training:
         raise ElanDeployError("build_deploy_model needs an eval-mode ELAN (BatchNorm statistics are folded); call model.eval()")
     with torch.no_grad():
-        return DeployELAN(reference, shift, attention, windows).eval()
+        deploy = DeployELAN(reference, shift, attention, windows).eval()
+        if guard is not None:
+            guard.check_fits(reference)
+            guard_deploy_model(deploy, guard, reference.add_mean, reference.config.scale)
+        return deploy

@@ -7,12 +7,18 @@ caches key on the checkpoint hash and toolkit version recorded here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import onnx
 
+from typing import TYPE_CHECKING
+
 from elan_deploy.errors import ElanDeployError
+
+if TYPE_CHECKING:  # the guard module imports torch; reading metadata must not
+    from elan_deploy.model.range_guard import RangeGuard
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,10 @@ class ModelMetadata:
     elan_deploy_version: str
     exporter: str  # e.g. "torch 2.13.0+cpu torchscript"
     simplifier: str  # e.g. "onnxsim 0.8.1" or "none"
-    # added later: files written before this field existed read back with the default
+    # added later: files written before these fields existed read back with the defaults
     windows: str = "reshape"
+    range_guard: str = "none"  # what the clamps' ranges were measured on, and their sha256; "none" = the paper model
+    range_guard_ranges: str = ""  # the ranges themselves (RangeGuard JSON), so the file describes its own clamps
 
     def to_props(self) -> dict[str, str]:
         return {key: str(value) for key, value in asdict(self).items()}
@@ -51,6 +59,22 @@ class ModelMetadata:
             raw = props[f.name]
             values[f.name] = int(raw) if f.type in ("int", int) else raw
         return cls(**values)  # type: ignore[arg-type]
+
+
+def guard_metadata(guard: RangeGuard | None) -> dict[str, str]:
+    """The `range_guard` fields of the metadata for a guard (or for the unguarded paper model)."""
+    if guard is None:
+        return {"range_guard": "none", "range_guard_ranges": ""}
+    text = json.dumps(guard.to_json(), separators=(",", ":"))
+    return {"range_guard": f"{guard.source}; sha256 {guard.digest[:16]}", "range_guard_ranges": text}
+
+
+def guard_from_metadata(props: dict[str, str]) -> RangeGuard | None:
+    """The range guard an exported file carries, or None for an unguarded (or older) file."""
+    from elan_deploy.model.range_guard import RangeGuard
+
+    text = props.get("range_guard_ranges", "")
+    return RangeGuard.from_json(json.loads(text)) if text else None
 
 
 def set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:

@@ -33,11 +33,12 @@ from elan_deploy.export.config import ExportConfig
 from elan_deploy.export.deploy_model import DeployELAN, build_deploy_model
 from elan_deploy.export.matmul_weights import store_matmul_weights_out_in
 from elan_deploy.export.graph_checks import CORE_ML_MAX_RANK, non_default_domain_ops, op_counts, tensor_ranks
-from elan_deploy.export.metadata import ModelMetadata, set_metadata
+from elan_deploy.export.metadata import ModelMetadata, guard_metadata, set_metadata
 from elan_deploy.export.simplify import simplify_model
 from elan_deploy.export.verify import max_error_onnxruntime, verify_shapes
 from elan_deploy.fileio import atomic_path
 from elan_deploy.model.checkpoint import LoadedCheckpoint
+from elan_deploy.model.range_guard import RangeGuard, guard_reference
 
 INPUT_NAME = "lr"
 OUTPUT_NAME = "sr"
@@ -117,12 +118,17 @@ def check_graph(model: onnx.ModelProto, config: ExportConfig) -> int:
     return ranks.max_rank
 
 
-def export_onnx(loaded: LoadedCheckpoint, output: Path | str, config: ExportConfig | None = None) -> ExportReport:
-    """Export `loaded` as a verified ONNX file at `output` (atomically; the parent must exist)."""
+def export_onnx(loaded: LoadedCheckpoint, output: Path | str, config: ExportConfig | None = None, guard: RangeGuard | None = None) -> ExportReport:
+    """Export `loaded` as a verified ONNX file at `output` (atomically; the parent must exist).
+
+    With `guard`, the graph clamps every convolution's output to its calibrated range and is
+    verified against the guarded reference; the ranges are recorded in the metadata.
+    """
     config = config or ExportConfig()
     output = Path(output)
     start = time.perf_counter()
-    deploy = build_deploy_model(loaded.model, config.shift, config.attention, config.windows)
+    deploy = build_deploy_model(loaded.model, config.shift, config.attention, config.windows, guard=guard)
+    reference = loaded.model if guard is None else guard_reference(loaded.model, guard)
     with atomic_path(output) as tmp:
         model = trace_to_onnx(deploy, config)
         simplifier = "none"
@@ -139,7 +145,7 @@ def export_onnx(loaded: LoadedCheckpoint, output: Path | str, config: ExportConf
             window_multiple=loaded.config.window_multiple, input_range=INPUT_RANGE, input_layout=INPUT_LAYOUT,
             shift=config.shift, attention=config.attention, opset=config.opset,
             checkpoint_sha256=loaded.sha256, elan_deploy_version=__version__, exporter=exporter_name(),
-            simplifier=simplifier, windows=config.windows,
+            simplifier=simplifier, windows=config.windows, **guard_metadata(guard),
         )
         canonicalize(model, loaded.config.model_id)
         set_metadata(model, metadata.to_props())
@@ -147,7 +153,7 @@ def export_onnx(loaded: LoadedCheckpoint, output: Path | str, config: ExportConf
         data = model.SerializeToString(deterministic=True)
         error = None
         if config.verify:
-            error = max_error_onnxruntime(data, loaded.model, verify_shapes(config.trace_size, config.dynamic_batch))
+            error = max_error_onnxruntime(data, reference, verify_shapes(config.trace_size, config.dynamic_batch))
             if not error <= config.tolerance:
                 raise ElanDeployError(
                     f"exported graph differs from the reference ELAN by {error:.3g} (> {config.tolerance:g}); "

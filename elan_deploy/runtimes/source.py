@@ -21,6 +21,7 @@ from elan_deploy.fileio import file_sha256
 
 if TYPE_CHECKING:  # the checkpoint module imports torch; engines loaded from files never need it
     from elan_deploy.model.checkpoint import LoadedCheckpoint
+    from elan_deploy.model.range_guard import RangeGuard
 from elan_deploy.scratch import cache_root
 
 
@@ -51,7 +52,9 @@ class ModelSource:
     opset: int | None = None
     onnx: Path | None = None  # a given ONNX file; otherwise exported on demand into `work_dir`
     work_dir: Path | None = None
+    guard: bool = True  # clamp every conv's output to its T91 range (`model.range_guard`); False: the paper model
     _exported: Path | None = field(default=None, repr=False)
+    _range_guard: list = field(default_factory=list, repr=False)  # [RangeGuard | None] once resolved
 
     @property
     def scale(self) -> int:
@@ -69,11 +72,41 @@ class ModelSource:
             kwargs["opset"] = self.opset
         return ExportConfig(**kwargs)
 
+    def range_guard(self) -> RangeGuard | None:
+        """The clamps this network carries: measured on T91 for a checkpoint (cached), read from a
+        given ONNX file's metadata, or None for the unguarded paper model."""
+        if not self._range_guard:
+            if self.onnx is not None:
+                from elan_deploy.export.metadata import guard_from_metadata, read_props
+
+                self._range_guard.append(guard_from_metadata(read_props(self.onnx)))
+            elif self.guard:
+                from elan_deploy.calibration.ranges import calibrated_guard
+
+                self._range_guard.append(calibrated_guard(self.loaded))
+            else:
+                self._range_guard.append(None)
+        return self._range_guard[0]
+
+    @property
+    def guard_label(self) -> str:
+        """"guarded" or "unguarded", for reports and logs."""
+        return "unguarded" if self.range_guard() is None else "guarded"
+
+    def reference_module(self):
+        """The PyTorch network the torch runtimes run: the reference ELAN, with the guard's clamps if any."""
+        from elan_deploy.model.range_guard import guard_reference
+
+        guard = self.range_guard()
+        return self.loaded.model if guard is None else guard_reference(self.loaded.model, guard)
+
     def fingerprint(self) -> str:
-        """Identifies the network an engine computes (keys the engine cache)."""
+        """Identifies the network an engine computes (keys the engine cache), guard ranges included."""
         if self.onnx is not None:
             return file_sha256(self.onnx)
-        text = f"{self.loaded.sha256}:{self.shift}:{self.attention}:{self.windows}:{self.opset}:{elan_deploy.__version__}:{export_code_digest()}"
+        guard = self.range_guard()
+        ranges = "unguarded" if guard is None else guard.digest
+        text = f"{self.loaded.sha256}:{self.shift}:{self.attention}:{self.windows}:{self.opset}:{elan_deploy.__version__}:{export_code_digest()}:{ranges}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     def onnx_path(self) -> Path:
@@ -98,7 +131,7 @@ class ModelSource:
                 if self._verified_digest(path) is None:
                     if path.exists():
                         warnings.warn(f"exported ONNX {path} does not match its recorded sha256; exporting it again", stacklevel=2)
-                    report = export_onnx(self.loaded, path, self.export_config())
+                    report = export_onnx(self.loaded, path, self.export_config(), guard=self.range_guard())
                     write_bytes_atomic(_digest_file(path), f"{report.sha256}\n".encode())
             self._exported = path
         return self._exported
@@ -129,7 +162,9 @@ class ModelSource:
     def deploy_module(self):
         from elan_deploy.export import build_deploy_model
 
-        return build_deploy_model(self.loaded.model, shift=self.shift, attention=self.attention, windows=self.windows).eval()
+        return build_deploy_model(
+            self.loaded.model, shift=self.shift, attention=self.attention, windows=self.windows, guard=self.range_guard()
+        ).eval()
 
 
 def copy_onnx(source: Path, target: Path) -> None:

@@ -1,7 +1,8 @@
 """PyTorch: the reference model in eager mode (fp32, or bf16 autocast on CPU).
 
-It is the yardstick the other engines are compared to, so it runs the reference `ELAN`
-unchanged rather than the rewritten deploy graph. Nothing is built or cached.
+It is the yardstick the other engines are compared to, so it runs the reference `ELAN` (with the
+range guard's clamps, unless the source is unguarded) rather than the rewritten deploy graph.
+Nothing is built or cached.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class TorchRuntime:
         raise NotImplementedError("the torch runtime runs the checkpoint directly; nothing to build")
 
     def open(self, source: ModelSource, precision: Precision, options: BuildOptions) -> TorchEngine:
-        return TorchEngine(source.loaded.model, precision, options.threads)
+        return TorchEngine(source.reference_module(), precision, options.threads)
 
 
 # What a PyTorch user sets for CPU inference: inductor's freezing folds the weights into the graph
@@ -91,4 +92,4 @@ class TorchCompileRuntime(TorchRuntime):
             raise RuntimeUnavailable("torch.compile on CPU needs a C++ compiler (g++); install it, e.g. apt-get install g++")
 
     def open(self, source: ModelSource, precision: Precision, options: BuildOptions) -> CompiledTorchEngine:
-        return CompiledTorchEngine(source.loaded.model, precision, options.threads)
+        return CompiledTorchEngine(source.reference_module(), precision, options.threads)

@@ -1,0 +1,163 @@
+"""The range guard: every convolution's output clamped, per channel, to the range seen in training.
+
+ELAN's attention is softmax(q·qᵀ) with no scale, so features that leave the range the network
+was trained on grow without bound: on rendered text, QR codes and UI screenshots the logits reach
+about a million (on all of T91 at most ~1.7 thousand), and every engine then paints a different
+wrong picture. Clamping each convolution's output to the [min, max] it took on the calibration
+images keeps every feature inside the trained range; on natural images, which stay inside it,
+the output barely moves. INT8 engines did this by accident (their Q/DQ clip to calibrated
+ranges); the guard gives the same bound to every precision.
+
+A *site* is named after the reference module whose output is clamped
+(`body.3.modules_lfe.lfe_1.conv0.shift_conv.conv1x1`, `body.3.modules_gmsa.gmsa_0.project_inp`
+— after its BatchNorm —, `...project_out`, `tail.0` — before PixelShuffle and `add_mean`).
+`guard_reference` returns a guarded copy of the reference network for the PyTorch runtimes; the
+export rewrite (`elan_deploy.export.rewrites.range_guard`) places the same clamps in the deploy
+graph. The ranges themselves are measured by `elan_deploy.calibration.ranges`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from elan_deploy.errors import ElanDeployError
+from elan_deploy.model.elan import ELAN
+
+RANGES_SCHEMA = "elan-deploy/range-guard/1"
+
+
+def guard_sites(model: ELAN) -> list[str]:
+    """The reference module names whose outputs are clamped, in execution order.
+
+    Every convolution but the head: the head sees only pixels in 0..255, so its output is
+    bounded by construction, and clamping it to T91's range only clipped saturated colours T91
+    lacks (pure cyan came out (0, 201, 233); 8x8 flat blocks of primaries within 12 levels: 33 %
+    with the head clamped, 80 % without; text, QR and line art unchanged).
+    """
+    sites = []
+    for b, block in enumerate(model.body):
+        for i in range(1 + block.shared_depth):
+            for conv in ("conv0", "conv1"):
+                sites.append(f"body.{b}.modules_lfe.lfe_{i}.{conv}.shift_conv.conv1x1")
+            sites.append(f"body.{b}.modules_gmsa.gmsa_{i}.project_inp")
+            sites.append(f"body.{b}.modules_gmsa.gmsa_{i}.project_out")
+    sites.append("tail.0")
+    return sites
+
+
+@dataclass(frozen=True, eq=False)
+class RangeGuard:
+    """Per-channel [low, high] of every guard site, and what they were measured on."""
+
+    low: dict[str, np.ndarray]
+    high: dict[str, np.ndarray]
+    source: str  # e.g. "T91: 91 images, x4 bicubic LR"
+
+    def __post_init__(self) -> None:
+        if set(self.low) != set(self.high):
+            raise ElanDeployError("range guard: low and high name different sites")
+        for site in self.low:
+            lo, hi = self.low[site], self.high[site]
+            if lo.shape != hi.shape or lo.ndim != 1 or not (np.isfinite(lo).all() and np.isfinite(hi).all()) or (lo > hi).any():
+                raise ElanDeployError(f"range guard: site '{site}' has malformed ranges; measure them again")
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.low)
+
+    def to_json(self) -> dict:
+        return {
+            "schema": RANGES_SCHEMA, "source": self.source,
+            "sites": {s: {"low": _shortest(self.low[s]), "high": _shortest(self.high[s])} for s in self.low},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> RangeGuard:
+        if not isinstance(data, dict) or data.get("schema") != RANGES_SCHEMA:
+            raise ElanDeployError(f"not a range-guard document (expected schema '{RANGES_SCHEMA}')")
+        sites = data["sites"]
+        return cls(
+            {s: np.asarray(v["low"], dtype=np.float32) for s, v in sites.items()},
+            {s: np.asarray(v["high"], dtype=np.float32) for s, v in sites.items()},
+            str(data.get("source", "")),
+        )
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """sha256 of the ranges (keys the engine cache through the model fingerprint)."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def check_fits(self, model: ELAN) -> None:
+        """Raise unless the ranges name exactly this network's sites with its channel counts."""
+        modules = dict(model.named_modules())
+        expected = guard_sites(model)
+        if sorted(expected) != sorted(self.sites):
+            raise ElanDeployError("range guard does not fit this network (other sites); measure the ranges for this checkpoint")
+        for site in expected:
+            if self.low[site].shape[0] != _out_channels(modules[site]):
+                raise ElanDeployError(f"range guard does not fit this network at '{site}' (channel count); measure the ranges again")
+
+
+def _shortest(values: np.ndarray) -> list[float]:
+    """float32 values as the shortest decimals that read back to the same float32 (half the JSON)."""
+    return [float(str(v)) for v in np.asarray(values, dtype=np.float32)]
+
+
+def _out_channels(module: nn.Module) -> int:
+    conv = module[0] if isinstance(module, nn.Sequential) else module
+    return int(conv.out_channels)
+
+
+class ChannelClamp(nn.Module):
+    """y = min(max(x, low[c]), high[c]) per channel of an N,C,H,W tensor (ONNX: Max + Min)."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("low", torch.as_tensor(np.asarray(low, dtype=np.float32)).view(1, -1, 1, 1).clone())
+        self.register_buffer("high", torch.as_tensor(np.asarray(high, dtype=np.float32)).view(1, -1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low, high = self.low, self.high
+        if low.dtype != x.dtype:  # bf16 autocast: keep the activations in their own precision
+            low, high = low.to(x.dtype), high.to(x.dtype)
+        return torch.maximum(torch.minimum(x, high), low)
+
+
+class Clamped(nn.Module):
+    """A layer followed by its ChannelClamp."""
+
+    def __init__(self, layer: nn.Module, clamp: ChannelClamp) -> None:
+        super().__init__()
+        self.layer = layer
+        self.clamp = clamp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.clamp(self.layer(x))
+
+
+def replace_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Set the submodule at dotted `name` (Sequential/ModuleList indices and ModuleDict keys too)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    if isinstance(parent, (nn.Sequential, nn.ModuleList)) and child.isdigit():
+        parent[int(child)] = module
+    else:
+        setattr(parent, child, module)
+
+
+def guard_reference(model: ELAN, guard: RangeGuard) -> ELAN:
+    """A copy of the reference ELAN with every site's output clamped (the model itself is unchanged)."""
+    guard.check_fits(model)
+    guarded = copy.deepcopy(model).eval()
+    for site in guard.sites:
+        replace_module(guarded, site, Clamped(guarded.get_submodule(site), ChannelClamp(guard.low[site], guard.high[site])))
+    return guarded
