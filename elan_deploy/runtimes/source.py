@@ -54,7 +54,8 @@ class ModelSource:
     work_dir: Path | None = None
     guard: bool = True  # clamp every conv's output to its T91 range (`model.range_guard`); False: the paper model
     _exported: Path | None = field(default=None, repr=False)
-    _range_guard: list = field(default_factory=list, repr=False)  # [RangeGuard | None] once resolved
+    _range_guard: RangeGuard | None = field(default=None, repr=False)
+    _guard_resolved: bool = field(default=False, repr=False)
 
     @property
     def scale(self) -> int:
@@ -75,18 +76,17 @@ class ModelSource:
     def range_guard(self) -> RangeGuard | None:
         """The clamps this network carries: measured on T91 for a checkpoint (cached), read from a
         given ONNX file's metadata, or None for the unguarded paper model."""
-        if not self._range_guard:
+        if not self._guard_resolved:
             if self.onnx is not None:
                 from elan_deploy.export.metadata import guard_from_metadata, read_props
 
-                self._range_guard.append(guard_from_metadata(read_props(self.onnx)))
+                self._range_guard = guard_from_metadata(read_props(self.onnx))
             elif self.guard:
                 from elan_deploy.calibration.ranges import calibrated_guard
 
-                self._range_guard.append(calibrated_guard(self.loaded))
-            else:
-                self._range_guard.append(None)
-        return self._range_guard[0]
+                self._range_guard = calibrated_guard(self.loaded)
+            self._guard_resolved = True
+        return self._range_guard
 
     @property
     def guard_label(self) -> str:
