@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,18 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from elan_deploy.serve.server import free_loopback_ports as free_ports
+
 MODEL = "elan-light-x4"
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def cpu_model() -> str:

@@ -33,20 +33,11 @@ httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from elan_deploy.serve.server import free_loopback_ports as free_ports  # noqa: E402
+
 MODEL = "elan-light-x4"
 MAX_PIXELS = 20_000  # small on purpose: a 1x150x150 request is over it
 STARTUP_S = 180
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def descendants(pid: int) -> dict[int, str]:

@@ -8,7 +8,7 @@ keeps the running per-channel minimum and maximum. Test sets are refused as for 
 The result is cached as JSON in the cache root's `calibration/` folder, keyed by the checkpoint's
 sha256, the scale, the images' bytes and this module's version, and written atomically under a
 file lock, so concurrent builders measure once. It is computed for whatever checkpoint is loaded.
-Measuring takes about a minute on two cores, so the ranges of the bundled weights on the full T91
+Measuring took two minutes on a 2-core AVX2 EPYC, so the ranges of the bundled weights on the full T91
 ship in `calibration/ranges/` (written by `python -m elan_deploy.calibration.ranges --write-bundled
 DATA_ROOT/T91`; a slow test measures them again and compares).
 """

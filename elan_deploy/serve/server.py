@@ -92,6 +92,18 @@ class ServeOptions:
         return {**declared, "elan_deploy.max_pixels": str(self.max_pixels), "unloaded-flag": unloaded_flag.as_posix()}
 
 
+def free_loopback_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 now (the OS picks them), for tests and benchmarks."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def check_ports_free(host: str, ports: dict[str, int]) -> None:
     """Fail at once, naming the flag, when a port cannot be bound on `host`.
 
