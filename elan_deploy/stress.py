@@ -13,8 +13,8 @@ no files), in six classes, each used two ways:
 `flat_share` is the robustness measure: in regions that are flat in the raw input (8x8 LR
 blocks of one colour, less two LR pixels at each side), the share of output pixels within 12
 levels of that colour. A network that explodes paints coloured speckles there. The margin leaves
-out the sharpening overshoot next to an edge, which any good upscaler has: with one pixel of
-margin the guarded FP32 model scored 92-96 % on QR codes of 4-pixel modules whatever was
+out the sharpening overshoot next to an edge, which any good upscaler has: in development runs,
+with one pixel of margin the guarded FP32 model scored 92-96 % on QR codes of 4-pixel modules whatever was
 clamped, with two 96-98 %, while the unguarded model stays far below either.
 """
 

@@ -39,8 +39,8 @@ def guard_sites(model: ELAN) -> list[str]:
 
     Every convolution but the head: the head sees only pixels in 0..255, so its output is
     bounded by construction, and clamping it to T91's range only clipped saturated colours T91
-    lacks (pure cyan came out (0, 201, 233); 8x8 flat blocks of primaries within 12 levels: 33 %
-    with the head clamped, 80 % without; text, QR and line art unchanged).
+    lacks (in a development run pure cyan came out (0, 201, 233); flat blocks of primaries within
+    12 levels: 33 % with the head clamped, 80 % without; text, QR and line art unchanged).
     """
     sites = []
     for b, block in enumerate(model.body):
