@@ -7,6 +7,9 @@ replaced (OpenVINO runs f32 when bf16 or f16 is asked on AVX2, bf16 when f16 is 
 Such cells cost the most and show nothing new, so the default bench plan asks this module which
 cells run natively and what each one will actually execute.
 
+It is also the one reader of /proc/cpuinfo and /proc/meminfo: the CPU's model name and id that
+results record, and the memory available to a batch.
+
 `ELAN_DEPLOY_CPU_FLAGS` (test/debug override): a comma- or space-separated list of flags to
 assume instead of the CPU's, e.g. `ELAN_DEPLOY_CPU_FLAGS=avx2` plans as on an AVX2-only
 machine. It changes what elan-deploy plans, not what the libraries execute.
@@ -67,12 +70,50 @@ class CpuCaps:
         return f"{text}, assumed from ${FLAGS_ENV}" if self.overridden else text
 
 
-def _proc_cpuinfo_flags() -> frozenset[str] | None:
+def _proc_cpuinfo() -> list[str]:
+    """The lines of /proc/cpuinfo; none where it cannot be read (off Linux)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return frozenset(line.split(":", 1)[1].split())
+        return Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
+        return []
+
+
+def _proc_cpuinfo_flags() -> frozenset[str] | None:
+    for line in _proc_cpuinfo():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it, else what `platform` says."""
+    for line in _proc_cpuinfo():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_id() -> str | None:
+    """CPU family/model/stepping: VMs often name every generation just "AMD EPYC", and these tell them apart."""
+    fields: dict[str, str] = {}
+    for line in _proc_cpuinfo():
+        key, _, value = line.partition(":")
+        if key.strip() in ("cpu family", "model", "stepping"):
+            fields.setdefault(key.strip(), value.strip())
+        elif not line.strip() and fields:
+            break
+    if len(fields) < 3:
+        return None
+    return f"family {fields['cpu family']} model {fields['model']} stepping {fields['stepping']}"
+
+
+def mem_available() -> int | None:
+    """Bytes the OS reports available (MemAvailable in /proc/meminfo); None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
     return None
 

@@ -23,7 +23,7 @@ BENCHMARK_SETS = ("Set5", "Set14", "B100")
 TEST_SETS = BENCHMARK_SETS + ("Urban100", "Manga109", "BSD100", "BSDS100")
 
 
-def _candidate_roots() -> list[Path]:
+def candidate_roots() -> list[Path]:
     here = Path(__file__).resolve()
     return [Path.cwd() / "data", Path.cwd().parent / "shared" / "data", here.parents[2] / "shared" / "data"]
 
@@ -40,7 +40,7 @@ def resolve_data_root(data_root: Path | str | None = None) -> Path:
         if not root.is_dir():
             raise DatasetError(f"${DATA_ROOT_ENV}='{env}' is not a folder; point it at the folder holding Set5/, Set14/, B100/")
         return root
-    for root in _candidate_roots():
+    for root in candidate_roots():
         if (root / "Set5").is_dir():
             return root
     raise DatasetError(f"no data root found; pass --data-root DIR or set ${DATA_ROOT_ENV} to the folder holding Set5/, Set14/, B100/")

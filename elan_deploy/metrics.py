@@ -15,7 +15,7 @@ import numpy as np
 
 from elan_deploy.imaging import rgb_to_y, to_uint8
 
-__all__ = ["psnr", "psnr_y", "ssim_y"]
+__all__ = ["psnr", "psnr_from_mse", "psnr_y", "ssim_y"]
 
 _PEAK = 255.0
 _SSIM_C1 = (0.01 * _PEAK) ** 2
@@ -56,10 +56,13 @@ def _prepare_y(sr: np.ndarray, hr: np.ndarray, crop_border: int) -> tuple[np.nda
     return sr_y, hr_y
 
 
-def _psnr_from_mse(mse: float, peak: float) -> float:
-    """PSNR in dB; identical inputs (MSE 0) are infinitely good rather than a division error."""
+def psnr_from_mse(mse: float, peak: float) -> float:
+    """PSNR in dB; identical inputs (MSE 0) are infinitely good rather than a division error,
+    and a NaN MSE (non-finite outputs) gives NaN."""
+    if math.isnan(mse):
+        return math.nan
     if mse == 0.0:
-        return float("inf")
+        return math.inf
     return 10.0 * math.log10(peak * peak / mse)
 
 
@@ -71,14 +74,14 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     if a_arr.size == 0:
         raise ValueError("psnr got empty arrays; pass non-empty images")
     mse = float(np.mean((a_arr - b_arr) ** 2))
-    return _psnr_from_mse(mse, float(peak))
+    return psnr_from_mse(mse, float(peak))
 
 
 def psnr_y(sr: np.ndarray, hr: np.ndarray, crop_border: int) -> float:
     """Y-channel PSNR (peak 255) after uint8 rounding and border crop, as in SR papers."""
     sr_y, hr_y = _prepare_y(sr, hr, crop_border)
     mse = float(np.mean((sr_y - hr_y) ** 2))
-    return _psnr_from_mse(mse, _PEAK)
+    return psnr_from_mse(mse, _PEAK)
 
 
 def _gaussian_kernel_1d(size: int = _SSIM_WINDOW, sigma: float = _SSIM_SIGMA) -> np.ndarray:

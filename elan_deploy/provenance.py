@@ -168,3 +168,15 @@ def check_output_file(path: Path | str, what: str, overwrite: bool = False) -> P
         )
     return path
 
+
+
+def write_document(path: Path | str, doc: Mapping[str, Any]) -> None:
+    """Write one of this toolkit's JSON documents (results, diff, INT8, load test, export, info) atomically.
+
+    The schema goes first: that is how `check_output_file` knows the file as this toolkit's own
+    on a later run, so a document without an `elan-deploy/...` schema is a bug, refused here.
+    """
+    schema = doc.get("schema")
+    if not (isinstance(schema, str) and schema.startswith(SCHEMA_PREFIX)):
+        raise ValueError(f"a document needs a schema starting with '{SCHEMA_PREFIX}', got {schema!r}")
+    write_json_atomic(path, {"schema": schema, **doc})

@@ -1,19 +1,16 @@
-"""Shared fixtures: the read-only benchmark data in ../shared and the bundled model.
+"""Shared fixtures: the read-only benchmark data in ../shared, the bundled model, its export and a tiny bench run.
 
-Network-output tests use natural images only: ELAN's unscaled q·qᵀ attention blows uniform
-noise up to ~1e5, which makes any numeric comparison meaningless.
+The plain helper functions are in tests/helpers.py.
 """
 
 from __future__ import annotations
 
-import re
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.helpers import SHARED_DATA
 
 
 @pytest.fixture(scope="session")
@@ -28,12 +25,6 @@ def bundled():
     from elan_deploy.model import load_bundled
 
     return load_bundled()
-
-
-def natural_crop(shared: Path, height: int, width: int, image: str = "Set5/HR/baby.png", top: int = 40, left: int = 60) -> np.ndarray:
-    """A HxWx3 float32 0..255 crop of a real photograph."""
-    array = np.asarray(Image.open(shared / image).convert("RGB"), dtype=np.float32)
-    return np.ascontiguousarray(array[top : top + height, left : left + width])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,9 +60,16 @@ def model_source(bundled, exported_onnx):
     return ModelSource(bundled, onnx=exported_onnx)
 
 
-_PROGRESS_LINE = re.compile(r"^\[\d+:\d\d(:\d\d)?\] ")
+@pytest.fixture(scope="session")  # read by the bench, compare and report tests alike
+def tiny_bench(shared_data: Path, exported_onnx: Path, tmp_path_factory) -> Path:
+    """A tiny `elan-deploy bench`: one shape, few iterations, a two-image Set5 subset."""
+    from elan_deploy.cli import main
 
-
-def message_lines(err: str) -> list[str]:
-    """The non-empty lines of a command's stderr, without the plain progress lines of a non-terminal."""
-    return [line for line in err.splitlines() if line.strip() and not _PROGRESS_LINE.match(line)]
+    subset = tmp_path_factory.mktemp("set5-subset")
+    for name in ("bird.png", "head.png"):
+        shutil.copy(shared_data / "Set5" / "HR" / name, subset / name)
+    out = tmp_path_factory.mktemp("bench")
+    args = ["bench", "--runtime", "torch,onnxruntime,tensorrt", "--precision", "fp32,fp16", "--shapes", "1x3x24x40",
+            "--iters", "2", "--rounds", "2", "--time-budget", "0", "--dataset", str(subset), "--output", str(out), "--onnx", str(exported_onnx)]
+    assert main(args) == 0
+    return out

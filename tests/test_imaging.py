@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
+from elan_deploy.batch.outputs import write_output
 from elan_deploy.errors import DatasetError, ElanDeployError, ImageError
 from elan_deploy.imaging import (
-    DEFAULT_MAX_PIXELS,
+    DECODE_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     MAX_PIXELS_ENV,
     hwc_to_nchw,
@@ -27,21 +28,13 @@ from elan_deploy.imaging import (
     rgb_to_y,
     rgb_to_ycbcr,
     to_uint8,
-    write_image,
     ycbcr_to_rgb,
 )
+from tests.helpers import SET5, SET5_NAMES, SHARED_DATA, needs_set5
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SET5 = DATA / "Set5"
-SET5_NAMES = ("baby", "bird", "butterfly", "head", "woman")
-
-needs_set5 = pytest.mark.skipif(
-    not (SET5 / "HR").is_dir() or not (SET5 / "LR_bicubic").is_dir(),
-    reason=f"Set5 HR/LR_bicubic not found under {SET5}",
-)
 needs_set14 = pytest.mark.skipif(
-    not (DATA / "Set14" / "HR" / "img_003.png").is_file(),
-    reason=f"Set14 img_003.png not found under {DATA / 'Set14' / 'HR'}",
+    not (SHARED_DATA / "Set14" / "HR" / "img_003.png").is_file(),
+    reason=f"Set14 img_003.png not found under {SHARED_DATA / 'Set14' / 'HR'}",
 )
 
 
@@ -140,7 +133,7 @@ def test_imresize_rejects_ambiguous_arguments() -> None:
 @needs_set14
 def test_read_grayscale_is_replicated_to_rgb() -> None:
     """A grayscale PNG becomes HxWx3 with three identical channels."""
-    path = DATA / "Set14" / "HR" / "img_003.png"
+    path = SHARED_DATA / "Set14" / "HR" / "img_003.png"
     image = read_image(path)
     assert image.dtype == np.uint8
     assert image.ndim == 3 and image.shape[2] == 3
@@ -264,7 +257,7 @@ def test_decompression_bomb_is_refused_from_its_header(bomb: Path, monkeypatch: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(bomb) as img:
-            assert DEFAULT_MAX_PIXELS < img.width * img.height < 2 * DEFAULT_MAX_PIXELS
+            assert DECODE_MAX_PIXELS < img.width * img.height < 2 * DECODE_MAX_PIXELS
     for read in (read_image, read_image_info):
         start = time.perf_counter()
         with warnings.catch_warnings():
@@ -367,7 +360,7 @@ def test_write_read_round_trip_lossless(tmp_path: Path, suffix: str) -> None:
     """Lossless formats read back exactly what was written."""
     image = _natural_rgb()
     path = tmp_path / f"out{suffix}"
-    write_image(path, image)
+    write_output(path, image, None)
     assert np.array_equal(read_image(path), image)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
@@ -377,7 +370,7 @@ def test_write_read_webp(tmp_path: Path) -> None:
     """.webp is written as WebP (lossy, high quality) and read back."""
     image = _natural_rgb()
     path = tmp_path / "out.webp"
-    write_image(path, image)
+    write_output(path, image, None)
     with Image.open(path) as written:
         assert written.format == "WEBP"
     back = read_image(path)
@@ -388,7 +381,7 @@ def test_write_read_webp(tmp_path: Path) -> None:
 
 def test_write_gray_is_single_channel(tmp_path: Path) -> None:
     gray = _natural_rgb()[:, :, 1]
-    write_image(tmp_path / "gray.png", gray)
+    write_output(tmp_path / "gray.png", gray, None)
     with Image.open(tmp_path / "gray.png") as written:
         assert written.mode == "L"
     assert np.array_equal(read_image(tmp_path / "gray.png", keep_gray=True), gray)
@@ -398,19 +391,19 @@ def test_write_jpeg_round_trip_is_close(tmp_path: Path) -> None:
     """JPEG is lossy but written at high quality."""
     image = _natural_rgb()
     path = tmp_path / "out.jpg"
-    write_image(path, image)
+    write_output(path, image, None)
     back = read_image(path)
     assert back.shape == image.shape
     assert np.abs(back.astype(float) - image.astype(float)).mean() < 4.0
 
 
 def test_write_float_is_rounded_and_clipped(tmp_path: Path) -> None:
-    """Float images are rounded and clipped to 0..255 before encoding."""
+    """Float images are rounded and clipped to 0..255 (to_uint8) before encoding."""
     image = _natural_rgb().astype(np.float32)
     noisy = image + 0.4
     noisy[0, 0] = [-20.0, 300.0, 254.6]
     path = tmp_path / "float.png"
-    write_image(path, noisy)
+    write_output(path, to_uint8(noisy), None)
     back = read_image(path)
     expected = image.astype(np.uint8)
     expected[0, 0] = [0, 255, 255]
@@ -418,10 +411,10 @@ def test_write_float_is_rounded_and_clipped(tmp_path: Path) -> None:
 
 
 def test_write_to_missing_folder_leaves_nothing(tmp_path: Path) -> None:
-    """A nonexistent output folder raises a one-line ImageError naming it; nothing is created."""
+    """A nonexistent output folder raises a one-line error naming it; nothing is created."""
     folder = tmp_path / "missing"
-    with pytest.raises(ImageError) as info:
-        write_image(folder / "out.png", _natural_rgb())
+    with pytest.raises(ElanDeployError) as info:
+        write_output(folder / "out.png", _natural_rgb(), None)
     message = str(info.value)
     assert "\n" not in message and str(folder) in message
     assert not folder.exists()
@@ -431,7 +424,7 @@ def test_write_to_missing_folder_leaves_nothing(tmp_path: Path) -> None:
 def test_write_unknown_extension(tmp_path: Path) -> None:
     """Unsupported output extensions are refused before anything is written."""
     with pytest.raises(ImageError, match=r"\.gif"):
-        write_image(tmp_path / "out.gif", _natural_rgb())
+        write_output(tmp_path / "out.gif", _natural_rgb(), None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -441,14 +434,14 @@ def test_write_failure_removes_temp_and_keeps_old(
     """If encoding fails midway the temp file is removed and the old target survives."""
     path = tmp_path / "out.png"
     original = _natural_rgb()
-    write_image(path, original)
+    write_output(path, original, None)
 
     def broken_save(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(ImageError, match="disk full"):
-        write_image(path, 255 - original)
+        write_output(path, 255 - original, None)
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
     assert np.array_equal(read_image(path), original)

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from elan_deploy.imaging import imresize, modcrop, read_image
 from elan_deploy.metrics import psnr, psnr_y, ssim_y
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SET5 = DATA / "Set5"
-SET5_NAMES = ("baby", "bird", "butterfly", "head", "woman")
-
-needs_set5 = pytest.mark.skipif(
-    not (SET5 / "HR").is_dir() or not (SET5 / "LR_bicubic").is_dir(),
-    reason=f"Set5 HR/LR_bicubic not found under {SET5}",
-)
+from tests.helpers import SET5, SET5_NAMES, needs_set5
 
 
 def _natural(name: str = "butterfly") -> np.ndarray:

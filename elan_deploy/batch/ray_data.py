@@ -2,7 +2,7 @@
 
 The driver plans and skips (see `plan` and `outputs`) exactly as the plain loop does; Ray sees
 only the jobs still to do, one image per block so a slow or lost image holds up no other. Each
-actor opens the engine once (from the shared engine cache, see `EngineRecipe`) and runs the same
+actor opens the engine once (from the shared engine cache, see `EngineLoader`) and runs the same
 per-image step as the plain path (`work.process_job`), so both paths write identical, atomically
 written PNGs and report through the same `FileResult` contract. A bad file is a failed row, not
 a failed task. An actor whose process dies is restarted and its in-flight image retried: Ray
@@ -30,14 +30,15 @@ from elan_deploy.batch.extras import require
 from elan_deploy.batch.plan import Job
 from elan_deploy.batch.ray_instance import private_instance
 from elan_deploy.batch.results import FileResult
-from elan_deploy.batch.work import EngineRecipe, UpscaleSettings, process_job
+from elan_deploy.batch.work import UpscaleSettings, process_job
+from elan_deploy.runtimes import EngineLoader
 from elan_deploy.errors import ElanDeployError, WorkFailed
 
 class UpscaleWorker:
     """Ray Data actor: opens the engine once, then upscales the rows it is handed."""
 
-    def __init__(self, recipe: EngineRecipe, settings: UpscaleSettings, job_digest: str) -> None:
-        self.upscaler = settings.upscaler(recipe.open())
+    def __init__(self, loader: EngineLoader, settings: UpscaleSettings, job_digest: str) -> None:
+        self.upscaler = settings.upscaler(loader.open())
         self.job_digest = job_digest
 
     def __call__(self, batch: dict[str, Sequence[str]]) -> dict[str, list[str]]:
@@ -78,7 +79,7 @@ def pool_size(ray: object, actors: int | None) -> tuple[int, float]:
 
 def run_ray(
     jobs: Sequence[Job],
-    recipe: EngineRecipe,
+    loader: EngineLoader,
     settings: UpscaleSettings,
     job_digest: str,
     address: str | None = None,
@@ -97,12 +98,12 @@ def run_ray(
         ctx.print_on_execution_start = False
         ctx.enable_auto_log_stats = False
         count, cpus_each = pool_size(ray, actors)
-        if recipe.threads is None:
-            recipe = recipe.with_threads(max(1, int(cpus_each)))
+        if loader.threads is None:
+            loader = loader.with_threads(max(1, int(cpus_each)))
         items = [{"source": str(j.source), "output": str(j.output)} for j in jobs]
         dataset = data.from_items(items, override_num_blocks=len(items)).map_batches(
             UpscaleWorker,
-            fn_constructor_kwargs={"recipe": recipe, "settings": settings, "job_digest": job_digest},
+            fn_constructor_kwargs={"loader": loader, "settings": settings, "job_digest": job_digest},
             batch_size=1,
             compute=data.ActorPoolStrategy(size=min(count, len(items))),
             num_cpus=cpus_each,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from elan_deploy.bench.matrix import row_label
+from elan_deploy.results import LatencyRow, QualityRow, ResultsDoc, ResultsLike, Row
 
 
 @dataclass(frozen=True)
@@ -21,31 +23,39 @@ class Regression:
         return f"{self.cell}: {self.what} {self.old:.4g} -> {self.new:.4g}"
 
 
-def _key(row: dict[str, Any]) -> tuple:
-    return (row.get("kind"), row["runtime"], row["precision"], row.get("shift"), row.get("attention"), row.get("dataset"), row.get("shape"))
+def _where(row: Row) -> str | None:
+    """What a measurement is of besides its cell: the shape a latency row timed, the dataset a quality row scored."""
+    if isinstance(row, LatencyRow):
+        return row.shape
+    return row.dataset if isinstance(row, QualityRow) else None
+
+
+def _key(row: Row) -> tuple:
+    """The same measurement in two runs."""
+    return (row.kind, row.runtime, row.precision, row.shift, row.attention, _where(row))
 
 
 BASELINE_RUNTIME = "torch-compile"  # what a PyTorch user gets for free: the headline ratio's denominator
 FALLBACK_REFERENCE = ("torch", "fp32")
 
 
-def _latency_rows(doc: dict[str, Any], runtime: str, shape: str | None = None) -> list[dict[str, Any]]:
-    return [r for r in doc.get("rows", []) if r.get("kind") == "latency" and r["runtime"] == runtime and r.get("shift") is None
-            and r.get("p50_ms") and (shape is None or r.get("shape") == shape)]
+def _latency_rows(doc: ResultsDoc, runtime: str, shape: str | None = None) -> list[LatencyRow]:
+    """Timed rows of a torch runtime, which has no export form: the candidates for a reference cell."""
+    return [r for r in doc.latency(shape) if r.runtime == runtime and r.shift is None and r.p50_ms]
 
 
-def headline_reference(doc: dict[str, Any], shape: str) -> dict[str, Any] | None:
+def headline_reference(doc: ResultsLike, shape: str) -> dict[str, Any] | None:
     """The fastest torch-compile cell at `shape` in this run (fp32 or bf16, whichever the CPU runs faster).
 
     Speed-ups are quoted against it: an engine is worth shipping only if it beats what
     `torch.compile` gives a PyTorch user on the same machine, in the same run. None when the run
     has no torch-compile latency at that shape.
     """
-    rows = _latency_rows(doc, BASELINE_RUNTIME, shape)
+    rows = _latency_rows(ResultsDoc.of(doc), BASELINE_RUNTIME, shape)
     if not rows:
         return None
-    best = min(rows, key=lambda r: r["p50_ms"])
-    return {"cell": row_label(best), "runtime": best["runtime"], "precision": best["precision"], "shape": shape, "p50_ms": best["p50_ms"]}
+    best = min(rows, key=lambda r: r.p50_ms)
+    return {"cell": row_label(best.data), "runtime": best.runtime, "precision": best.precision, "shape": shape, "p50_ms": best.p50_ms}
 
 
 @dataclass(frozen=True)
@@ -77,69 +87,68 @@ class LatencyChange:
         return 100 * (self.new_relative / self.old_relative - 1)
 
 
-def best_cell(doc: dict[str, Any], shape: str, dataset: str, budget_db: float = 0.05) -> dict[str, Any] | None:
+def best_cell(doc: ResultsLike, shape: str, dataset: str, budget_db: float = 0.05) -> dict[str, Any] | None:
     """The fastest cell at `shape` whose `dataset` PSNR is within `budget_db` of torch fp32: this machine's pick.
 
     Which engine and precision win depends on the CPU (AMX, AVX-512 BF16, AVX2), so the pick is
     made per run. Returns the cell, its p50, its PSNR change and its speed-up over the headline
     reference (None where the run has no torch-compile cell).
     """
-    rows = doc.get("rows", [])
-    psnr = {row_label(r): r["psnr"] for r in rows if r.get("kind") == "quality" and r.get("dataset") == dataset and r.get("psnr") is not None}
+    doc = ResultsDoc.of(doc)
+    psnr = {row_label(r.data): r.psnr for r in doc.quality(dataset)}
     reference_psnr = psnr.get("torch fp32")
     if reference_psnr is None:
         return None
-    timed = [r for r in rows if r.get("kind") == "latency" and r.get("shape") == shape and r.get("p50_ms")
-             and row_label(r) in psnr and psnr[row_label(r)] >= reference_psnr - budget_db]
+    timed = [r for r in doc.latency(shape) if r.p50_ms and row_label(r.data) in psnr and psnr[row_label(r.data)] >= reference_psnr - budget_db]
     if not timed:
         return None
-    best = min(timed, key=lambda r: r["p50_ms"])
-    label = row_label(best)
+    best = min(timed, key=lambda r: r.p50_ms)
+    label = row_label(best.data)
     reference = headline_reference(doc, shape)
     return {
-        "cell": label, "precision_used": best.get("precision_used"), "p50_ms": best["p50_ms"],
+        "cell": label, "precision_used": best.precision_used, "p50_ms": best.p50_ms,
         "delta_db": round(psnr[label] - reference_psnr, 4), "budget_db": budget_db,
-        "speedup_vs_reference": round(reference["p50_ms"] / best["p50_ms"], 3) if reference else None,
+        "speedup_vs_reference": round(reference["p50_ms"] / best.p50_ms, 3) if reference else None,
         "reference": reference["cell"] if reference else None,
     }
 
 
-def reference_cell(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, str] | None:
+def reference_cell(old: ResultsLike, new: ResultsLike) -> tuple[str, str] | None:
     """The cell relative changes are taken against: the new run's fastest torch-compile cell that
     both runs timed (fastest at the first shape, as the headline), else torch fp32."""
-    both = [{(r["runtime"], r["precision"]) for r in _latency_rows(doc, BASELINE_RUNTIME)} for doc in (old, new)]
-    candidates = [r for r in _latency_rows(new, BASELINE_RUNTIME) if (r["runtime"], r["precision"]) in both[0] & both[1]]
+    old, new = ResultsDoc.of(old), ResultsDoc.of(new)
+    both = [{(r.runtime, r.precision) for r in _latency_rows(doc, BASELINE_RUNTIME)} for doc in (old, new)]
+    candidates = [r for r in _latency_rows(new, BASELINE_RUNTIME) if (r.runtime, r.precision) in both[0] & both[1]]
     if candidates:
-        first_shape = candidates[0]["shape"]
-        best = min((r for r in candidates if r["shape"] == first_shape), key=lambda r: r["p50_ms"])
-        return best["runtime"], best["precision"]
-    if all(_latency_rows(doc, FALLBACK_REFERENCE[0]) and any(r["precision"] == FALLBACK_REFERENCE[1] for r in _latency_rows(doc, FALLBACK_REFERENCE[0]))
-           for doc in (old, new)):
+        first_shape = candidates[0].shape
+        best = min((r for r in candidates if r.shape == first_shape), key=lambda r: r.p50_ms)
+        return best.runtime, best.precision
+    if all(any(r.precision == FALLBACK_REFERENCE[1] for r in _latency_rows(doc, FALLBACK_REFERENCE[0])) for doc in (old, new)):
         return FALLBACK_REFERENCE
     return None
 
 
-def _reference_p50(doc: dict[str, Any], reference: tuple[str, str] | None) -> dict[str, float]:
+def _reference_p50(doc: ResultsDoc, reference: tuple[str, str] | None) -> dict[str, float]:
     """p50 of the reference cell per shape; empty without a reference."""
     if reference is None:
         return {}
-    return {r["shape"]: r["p50_ms"] for r in doc.get("rows", [])
-            if r.get("kind") == "latency" and (r["runtime"], r["precision"]) == reference and r.get("shift") is None and r.get("p50_ms")}
+    return {r.shape: r.p50_ms for r in doc.latency() if (r.runtime, r.precision) == reference and r.shift is None and r.p50_ms}
 
 
-def latency_changes(old: dict[str, Any], new: dict[str, Any]) -> list[LatencyChange]:
+def latency_changes(old: ResultsLike, new: ResultsLike) -> list[LatencyChange]:
     """p50 (and min, and p50 relative to the reference cell) of every latency cell present in both runs."""
-    before = {_key(r): r for r in old.get("rows", []) if r.get("kind") == "latency"}
+    old, new = ResultsDoc.of(old), ResultsDoc.of(new)
+    before = {_key(r): r for r in old.latency()}
     reference = reference_cell(old, new)
     old_ref, new_ref = _reference_p50(old, reference), _reference_p50(new, reference)
     changes = []
-    for row in new.get("rows", []):
+    for row in new.latency():
         prev = before.get(_key(row))
-        if row.get("kind") != "latency" or prev is None or not prev.get("p50_ms"):
+        if prev is None or not prev.p50_ms:
             continue
-        shape = row["shape"]
-        relative = (prev["p50_ms"] / old_ref[shape], row["p50_ms"] / new_ref[shape]) if shape in old_ref and shape in new_ref else (None, None)
-        changes.append(LatencyChange(row_label(row), shape, prev["p50_ms"], row["p50_ms"], prev.get("min_ms"), row.get("min_ms"), *relative))
+        shape = row.shape
+        relative = (prev.p50_ms / old_ref[shape], row.p50_ms / new_ref[shape]) if shape in old_ref and shape in new_ref else (None, None)
+        changes.append(LatencyChange(row_label(row.data), shape, prev.p50_ms, row.p50_ms, prev.min_ms, row.min_ms, *relative))
     return changes
 
 
@@ -158,36 +167,37 @@ def host_drift_note(changes: list[LatencyChange], reference: tuple[str, str] | N
             f"the machine's speed changed between the runs more than the engines did")
 
 
-def setting_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def setting_differences(old: ResultsLike, new: ResultsLike) -> list[str]:
     """Settings that differ between two runs and move latency by themselves: machine, versions, threads, malloc.
 
     A run from another machine or another thread count is not a regression baseline; saying so
     next to the table keeps a 2x "regression" from sending anyone after the wrong cause.
     """
+    old, new = ResultsDoc.of(old), ResultsDoc.of(new)
     found = []
     for key in ("cpu", "cpu_id", "cores", "torch", "elan_deploy"):
-        was, now = old.get("machine", {}).get(key), new.get("machine", {}).get(key)
+        was, now = old.machine.get(key), new.machine.get(key)
         if was != now:
             found.append(f"{key} {was} -> {now}")
-    for key in ("threads", "allocator"):
-        was, now = (sorted({str(r.get(key)) for r in doc.get("rows", []) if r.get("kind") == "latency"}) for doc in (old, new))
+    settings: dict[str, Callable[[LatencyRow], object]] = {"threads": lambda r: r.threads, "allocator": lambda r: r.allocator}
+    for key, setting in settings.items():
+        was, now = (sorted({str(setting(r)) for r in doc.latency()}) for doc in (old, new))
         if was != now:
             found.append(f"{key} {','.join(was) or '-'} -> {','.join(now) or '-'}")
     return found
 
 
-def find_regressions(old: dict[str, Any], new: dict[str, Any], latency_tolerance: float = 0.10, psnr_tolerance_db: float = 0.02) -> list[Regression]:
+def find_regressions(old: ResultsLike, new: ResultsLike, latency_tolerance: float = 0.10, psnr_tolerance_db: float = 0.02) -> list[Regression]:
     """p50 slower by more than `latency_tolerance` (ratio), or PSNR lower by more than the tolerance."""
-    before = {_key(r): r for r in old.get("rows", [])}
+    old, new = ResultsDoc.of(old), ResultsDoc.of(new)
+    before = {_key(r): r for r in old.rows}
     found = []
-    for row in new.get("rows", []):
-        prev = before.get(_key(row))
-        if prev is None:
-            continue
-        where = row.get("shape") if row.get("kind") == "latency" else row.get("dataset")
-        cell = f"{row['runtime']} {row['precision']} {where}"
-        if row.get("kind") == "latency" and prev.get("p50_ms") and row["p50_ms"] > prev["p50_ms"] * (1 + latency_tolerance):
-            found.append(Regression(cell, "p50 ms", prev["p50_ms"], row["p50_ms"]))
-        if row.get("kind") == "quality" and prev.get("psnr") is not None and row["psnr"] < prev["psnr"] - psnr_tolerance_db:
-            found.append(Regression(cell, "PSNR dB", prev["psnr"], row["psnr"]))
+    for row in new.rows:
+        prev = before.get(_key(row))  # the same kind as `row`: the kind is part of the key
+        cell = f"{row.cell} {_where(row)}"
+        if isinstance(row, LatencyRow) and isinstance(prev, LatencyRow) and prev.p50_ms and row.p50_ms > prev.p50_ms * (1 + latency_tolerance):
+            found.append(Regression(cell, "p50 ms", prev.p50_ms, row.p50_ms))
+        # Bench quality rows only: `eval` rows carry no kind and were never compared (behaviour kept).
+        if isinstance(row, QualityRow) and isinstance(prev, QualityRow) and row.get("kind") and row.psnr < prev.psnr - psnr_tolerance_db:
+            found.append(Regression(cell, "PSNR dB", prev.psnr, row.psnr))
     return found

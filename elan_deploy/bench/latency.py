@@ -4,15 +4,23 @@ Samples come from several interleaved rounds (see `bench.worker`): p50 over all 
 minimum as the machine's best case, and the spread of the per-round medians as the run's own
 measure of how steady the machine was. `CpuLoad` records how much CPU other processes and the
 hypervisor (steal) took during the timing, so a noisy number says why it is noisy.
+`time_interleaved` and `time_windows` time callables in this process the same way, for the
+measurement scripts that compare engines without the worker processes.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+
+from elan_deploy.errors import ElanDeployError
+from elan_deploy.imaging import list_images, read_image
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,72 @@ class LatencyStats:
 
     def to_json(self) -> dict[str, float | int | str]:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def time_interleaved(
+    calls: Mapping[K, Callable[[], object]],
+    rounds: int,
+    runs_per_round: int = 1,
+    warmup: int = 1,
+    settle_s: float = 0.0,
+    after_run: Callable[[K], object] | None = None,
+) -> dict[K, list[float]]:
+    """Seconds per run of each callable, timed in turn round after round, in this process.
+
+    The in-process form of the harness's interleaved rounds (`bench.runner` does the same across
+    worker processes): a slow spell of a shared or drifting machine then lands on every callable
+    alike, instead of on whichever happened to be timed during it, so their ratios stay fair.
+    First `warmup` untimed rounds run each callable once, in the mapping's order; then each of
+    `rounds` rounds gives every callable, in that order, `runs_per_round` back-to-back timed runs,
+    after sleeping `settle_s` so the previous callable's worker threads go idle. `after_run(key)`
+    runs untimed after every timed run, to read what that run left behind (OpenVINO's per-node
+    profile counters, say) before the next run overwrites it. Each key's times are in run order:
+    round r is `times[key][r * runs_per_round:(r + 1) * runs_per_round]`.
+    """
+    if rounds < 0 or runs_per_round < 1 or warmup < 0 or settle_s < 0:
+        raise ValueError("time_interleaved needs rounds >= 0, runs_per_round >= 1, warmup >= 0 and settle_s >= 0")
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[K, list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            if settle_s:
+                time.sleep(settle_s)
+            for _ in range(runs_per_round):
+                start = time.perf_counter()
+                call()
+                times[key].append(time.perf_counter() - start)
+                if after_run is not None:
+                    after_run(key)
+    return times
+
+
+def time_windows(
+    call: Callable[[], object], seconds: float, window_s: float = 1.0, after_each: Callable[[], object] | None = None
+) -> list[float]:
+    """Median seconds per run of `call` in each `window_s` window of back-to-back runs, for `seconds`.
+
+    Where `time_interleaved` evens drift out, this shows it: a steady machine gives a flat series,
+    a shared one steps when a neighbour starts or the host moves our vCPUs. A window ends after the
+    run that crosses `window_s`, so a run longer than the window gives a window of one run.
+    `after_each` runs between windows, untimed but inside the `seconds`.
+    """
+    medians = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        times, window = [], time.perf_counter()
+        while time.perf_counter() - window < window_s:
+            t = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t)
+        medians.append(float(np.median(times)))
+        if after_each is not None:
+            after_each()
+    return medians
 
 
 def _ru_maxrss_mb() -> float:
@@ -198,3 +272,14 @@ def natural_input(shape: tuple[int, int, int, int], image: np.ndarray) -> np.nda
     reps = (-(-h // image.shape[0]), -(-w // image.shape[1]), 1)
     tiled = np.tile(image, reps)[:h, :w].astype(np.float32)
     return np.ascontiguousarray(np.broadcast_to(tiled.transpose(2, 0, 1)[None], (n, 3, h, w)))
+
+
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "calibration" / "samples"
+
+
+def latency_image() -> np.ndarray:
+    """A bundled T91 photograph (training data, never a test image) tiled into latency inputs."""
+    images = list_images(SAMPLES_DIR) if SAMPLES_DIR.is_dir() else []
+    if not images:
+        raise ElanDeployError(f"bundled sample images missing from {SAMPLES_DIR}; reinstall elan-deploy")
+    return read_image(max(images, key=lambda p: p.stat().st_size))

@@ -11,49 +11,57 @@ from typing import Any
 
 import numpy as np
 
+from elan_deploy.bench.compare import headline_reference
 from elan_deploy.bench.figures import write_crop_figure, write_crops, write_scatter
+from elan_deploy.bench.figures.cells import written_fidelity
 from elan_deploy.bench.matrix import row_label
 from elan_deploy.fileio import write_bytes_atomic
-from elan_deploy.bench.compare import headline_reference
+from elan_deploy.results import LatencyRow, QualityRow, ResultsDoc, ResultsLike, Row
 
 __all__ = ["render_markdown", "summary_rows", "unsteady_machine_warning", "write_crop_figure", "write_crops",
            "write_report", "write_scatter"]
 
 
-def _cells(rows: list[dict[str, Any]]) -> list[str]:
+def _cells(rows: list[Row]) -> list[str]:
     seen: dict[str, None] = {}
     for row in rows:
-        seen.setdefault(row_label(row), None)
+        seen.setdefault(row_label(row.data), None)
     return list(seen)
 
 
-def summary_rows(doc: dict[str, Any], main_shape: str, dataset: str) -> list[dict[str, Any]]:
+def summary_rows(doc: ResultsLike, main_shape: str, dataset: str) -> list[dict[str, Any]]:
     """One dict per cell: latency at the main shape, quality on one dataset, ratios to baselines."""
-    rows = doc["rows"]
-    latency = {row_label(r): r for r in rows if r.get("kind") == "latency" and r.get("shape") == main_shape}
-    quality = {row_label(r): r for r in rows if r.get("kind") == "quality" and r.get("dataset") == dataset}
-    base_eager = latency.get("torch fp32", {}).get("p50_ms")
+    doc = ResultsDoc.of(doc)
+    latency = {row_label(r.data): r for r in doc.latency(main_shape)}
+    quality = {row_label(r.data): r for r in doc.quality(dataset)}
+    base_eager = latency["torch fp32"].p50_ms if "torch fp32" in latency else None
     reference = headline_reference(doc, main_shape)  # the fastest torch-compile cell of this run
     base_compile = reference["p50_ms"] if reference else None
-    ref_psnr = quality.get("torch fp32", {}).get("psnr")
+    ref_psnr = quality["torch fp32"].psnr if "torch fp32" in quality else None
     out = []
-    for label in _cells([r for r in rows if r.get("kind") in ("latency", "quality")]):
-        lat, q = latency.get(label, {}), quality.get(label, {})
-        p50 = lat.get("p50_ms")
+    for label in _cells([r for r in doc.rows if isinstance(r, (LatencyRow, QualityRow))]):
+        lat, q = latency.get(label), quality.get(label)
+        p50 = lat.p50_ms if lat else None
         out.append({
             "cell": label,
-            "used": lat.get("precision_used") or q.get("precision_used"),
-            "threads": lat.get("threads") or q.get("threads"),
-            "p50_ms": p50, "p90_ms": lat.get("p90_ms"), "p99_ms": lat.get("p99_ms"),
-            "images_per_s": lat.get("images_per_s"), "output_mpix_per_s": lat.get("output_mpix_per_s"),
-            "min_ms": lat.get("min_ms"), "engine_rss_mb": lat.get("engine_rss_mb"), "build_s": lat.get("build_s"), "engine_mb": lat.get("engine_mb"),
+            "used": (lat.precision_used if lat else None) or (q.precision_used if q else None),
+            "threads": (lat.threads if lat else None) or (q.threads if q else None),
+            "p50_ms": p50, **_latency_columns(lat),
             "speedup_vs_eager": base_eager / p50 if p50 and base_eager else None,
             "speedup_vs_compile": base_compile / p50 if p50 and base_compile else None,
-            "psnr": q.get("psnr"), "ssim": q.get("ssim"),
-            "delta_db": q["psnr"] - ref_psnr if q.get("psnr") is not None and ref_psnr is not None else None,
-            "fidelity_psnr": q.get("fidelity_psnr", lat.get("latency_input_fidelity_psnr")),
+            "psnr": q.psnr if q else None, "ssim": q.ssim if q else None,
+            "delta_db": q.psnr - ref_psnr if q and ref_psnr is not None else None,
+            "fidelity_psnr": written_fidelity(q, lat),
         })
     return out
+
+
+def _latency_columns(lat: LatencyRow | None) -> dict[str, Any]:
+    """The summary's latency figures besides p50, in its column order; None each for a cell not timed at the main shape."""
+    if lat is None:
+        return dict.fromkeys(("p90_ms", "p99_ms", "images_per_s", "output_mpix_per_s", "min_ms", "engine_rss_mb", "build_s", "engine_mb"))
+    return {"p90_ms": lat.p90_ms, "p99_ms": lat.p99_ms, "images_per_s": lat.get("images_per_s"), "output_mpix_per_s": lat.get("output_mpix_per_s"),
+            "min_ms": lat.min_ms, "engine_rss_mb": lat.get("engine_rss_mb"), "build_s": lat.get("build_s"), "engine_mb": lat.get("engine_mb")}
 
 
 BUSY_OTHER_CPU_PCT = 10.0
@@ -61,7 +69,7 @@ BUSY_STEAL_PCT = 5.0
 UNSTEADY_ROUND_SPREAD_PCT = 25.0
 
 
-def unsteady_machine_warning(doc: dict) -> str | None:
+def unsteady_machine_warning(doc: ResultsLike) -> str | None:
     """A one-line warning when the machine's speed moved while latency was timed, and why if known.
 
     Other processes and hypervisor steal are measured directly. A large spread between rounds with
@@ -69,7 +77,7 @@ def unsteady_machine_warning(doc: dict) -> str | None:
     where the vCPUs are placed). Interleaved rounds make such a change land on every cell, so
     ratios within the run still hold while absolute figures move between runs.
     """
-    latency = [r for r in doc["rows"] if r.get("kind") == "latency"]
+    latency = ResultsDoc.of(doc).latency()
     if not latency:
         return None
     other = max(r.get("other_cpu_pct", 0.0) for r in latency)
@@ -100,24 +108,25 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _guard_note(rows: list[dict[str, Any]]) -> str:
+def _guard_note(rows: list[Row]) -> str:
     """Which model each cell ran: the range-guarded one, or the paper model (`guard` of the rows)."""
-    guarded = sorted({row_label(r) for r in rows if r.get("guard") == "guarded"})
-    unguarded = sorted({row_label(r) for r in rows if r.get("guard") == "unguarded"})
+    guarded = sorted({row_label(r.data) for r in rows if r.guard == "guarded"})
+    unguarded = sorted({row_label(r.data) for r in rows if r.guard == "unguarded"})
     if not guarded:
         return "Every cell ran the unguarded paper model (`--no-guard`)." if unguarded else ""
     return (f"Model: every cell ran the range-guarded model (each conv's output clamped to its T91 range) except "
             f"{', '.join(unguarded) or 'none'}, the unguarded paper model; Δ dB of the others includes what the guard costs.")
 
 
-def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
-    m = doc["machine"]
+def render_markdown(doc: ResultsLike, main_shape: str, dataset: str) -> str:
+    doc = ResultsDoc.of(doc)
+    m = doc.machine
     parts = [
-        f"# elan-deploy benchmark — {doc['rows'][0]['model'] if doc['rows'] else ''}",
+        f"# elan-deploy benchmark — {doc.rows[0].model if doc.rows else ''}",
         "",
         f"Machine: {m['cpu']}{f' ({cpu_id})' if (cpu_id := m.get('cpu_id')) else ''}, {m['cores']} cores ({', '.join(m.get('isa', [])) or 'no SIMD flags read'}); {m['os']}; "
-        f"Python {m['python']}, torch {m['torch']}, elan-deploy {m['elan_deploy']}. Command: `{doc.get('command', 'elan-deploy bench')}`."
-        + (f" Latency workers' malloc: {', '.join(allocators)}." if (allocators := sorted({str(r['allocator']) for r in doc['rows'] if 'allocator' in r})) else ""),
+        f"Python {m['python']}, torch {m['torch']}, elan-deploy {m['elan_deploy']}. Command: `{doc.data.get('command', 'elan-deploy bench')}`."
+        + (f" Latency workers' malloc: {', '.join(allocators)}." if (allocators := sorted({str(r.allocator) for r in doc.latency() if r.allocator is not None})) else ""),
         "",
         *([f"**{warning}**", ""] if (warning := unsteady_machine_warning(doc)) else []),
         f"## Summary at {main_shape} (latency) and {dataset} (quality)",
@@ -125,7 +134,7 @@ def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
         "Speed-ups are p50 ratios measured in this run. Δ dB is Y-PSNR against the torch FP32 row; fidelity is the PSNR "
         "of the engine's RGB output against the torch FP32 output (∞ = identical).",
         "",
-        *([_guard_note(doc["rows"]), ""] if _guard_note(doc["rows"]) else []),
+        *([_guard_note(doc.rows), ""] if _guard_note(doc.rows) else []),
     ]
     header = ["cell", "precision used", "threads", "min ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "out MP/s", "engine RSS MB",
               "vs torch eager", f"vs {ref['cell'] if (ref := headline_reference(doc, main_shape)) else 'torch.compile'}", f"{dataset} PSNR", "Δ dB", "SSIM", "fidelity dB", "build s"]
@@ -137,34 +146,34 @@ def render_markdown(doc: dict[str, Any], main_shape: str, dataset: str) -> str:
         _fmt(s["psnr"], 4), _fmt(s["delta_db"], 4), _fmt(s["ssim"], 4), _fmt(s["fidelity_psnr"]), _fmt(s["build_s"], 1),
     ] for s in summary_rows(doc, main_shape, dataset)]
     parts += [markdown_table(header, body), ""]
-    if best := doc.get("best_cell"):
+    if best := doc.data.get("best_cell"):
         parts += [f"Fastest cell within 0.05 dB of torch fp32 on this machine: **{best.get('cell', best) if isinstance(best, dict) else best}**.", ""]
 
-    quality = [r for r in doc["rows"] if r.get("kind") == "quality"]
+    quality = doc.quality()
     if quality:
         parts += ["## Quality per dataset (Y channel, border = scale)", ""]
         parts.append(markdown_table(
             ["cell", "dataset", "images", "PSNR", "SSIM", "fidelity dB"],
-            [[row_label(r), r["dataset"], str(r["images"]), _fmt(r["psnr"], 4), _fmt(r["ssim"], 4), _fmt(r.get("fidelity_psnr"))] for r in quality],
+            [[row_label(r.data), r.dataset, str(r.images), _fmt(r.psnr, 4), _fmt(r.ssim, 4), _fmt(written_fidelity(r, None))] for r in quality],
         ))
         parts.append("")
-    latency = [r for r in doc["rows"] if r.get("kind") == "latency"]
+    latency = doc.latency()
     if latency:
         parts += ["## Latency per shape", "", LATENCY_NOTE, ""]
         parts.append(markdown_table(
             ["cell", "shape", "engine shape", "timed runs", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "round spread %",
              "img/s", "out MP/s", "peak RSS MB", "engine RSS MB", "engine MB", "other CPU %", "steal %"],
-            [[row_label(r), r["shape"], r["engine_shape"], _timed_runs(r), _fmt(r["min_ms"], 1),
-              _fmt(r["p50_ms"], 1), _fmt(r["p90_ms"], 1), _fmt(r["p99_ms"], 1), _fmt(r["max_ms"], 1), _fmt(r.get("round_spread_pct"), 1),
-              _fmt(r["images_per_s"], 3), _fmt(r["output_mpix_per_s"], 3), _fmt(r["peak_rss_mb"], 0), _fmt(r.get("engine_rss_mb"), 0),
+            [[row_label(r.data), r.shape, r.engine_shape, _timed_runs(r), _fmt(r.min_ms, 1),
+              _fmt(r.p50_ms, 1), _fmt(r.p90_ms, 1), _fmt(r.p99_ms, 1), _fmt(r.max_ms, 1), _fmt(r.get("round_spread_pct"), 1),
+              _fmt(r.get("images_per_s"), 3), _fmt(r.get("output_mpix_per_s"), 3), _fmt(r.get("peak_rss_mb"), 0), _fmt(r.get("engine_rss_mb"), 0),
               _fmt(r.get("engine_mb")), _fmt(r.get("other_cpu_pct"), 1), _fmt(r.get("steal_pct"), 1)] for r in latency],
         ))
         parts.append("")
-    skipped = [r for r in doc["rows"] if r.get("kind") in ("skipped", "failed")]
+    skipped = doc.not_run()
     if skipped:
         parts += ["## Not run here", ""]
         parts.append(markdown_table(
-            ["cell", "shape", "status", "reason"], [[row_label(r), r.get("shape", "all"), r["kind"], r["reason"]] for r in skipped],
+            ["cell", "shape", "status", "reason"], [[row_label(r.data), r.shape or "all", r.kind.value, r.reason] for r in skipped],
         ))
         parts.append("")
     return "\n".join(parts)
@@ -180,14 +189,14 @@ LATENCY_NOTE = (
 )
 
 
-def _timed_runs(row: dict[str, Any]) -> str:
+def _timed_runs(row: LatencyRow) -> str:
     """`iterations` counts every timed run; the rounds share them."""
-    runs, rounds = row["iterations"], row.get("rounds", 1)
+    runs, rounds = row.iterations, row.rounds
     if rounds <= 1:
         return f"{runs} in 1 round"
     per_round = f" of {runs // rounds}" if runs % rounds == 0 else ""
     return f"{runs} in {rounds} rounds{per_round}"
 
 
-def write_report(doc: dict[str, Any], path: Path, main_shape: str, dataset: str) -> None:
+def write_report(doc: ResultsLike, path: Path, main_shape: str, dataset: str) -> None:
     write_bytes_atomic(path, render_markdown(doc, main_shape, dataset).encode())

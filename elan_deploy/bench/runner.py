@@ -1,6 +1,6 @@
 """Run the benchmark matrix: build each engine, measure quality and latency, collect rows.
 
-Every cell goes through the same code: an engine from `open_engine`, the `Upscaler` for whole
+Every cell goes through the same code: an engine from an `EngineLoader`, the `Upscaler` for whole
 images, the paper's metrics for quality and the torch FP32 output as the fidelity reference.
 Latency uses a static engine per shape, loaded in its own worker process (`bench.worker`) and
 timed in rounds interleaved with every other engine's, on a natural input.
@@ -27,17 +27,17 @@ from elan_deploy.bench.allocator import Allocator
 from elan_deploy.bench.latency import CpuLoad, LatencyConfig, LatencyStats
 from elan_deploy.bench.matrix import Cell, PlannedSkip, unavailable_reason
 from elan_deploy.bench.worker import LatencyWorker, WorkerFailed, WorkerSpec
+from elan_deploy.cpu import mem_available
 from elan_deploy.datasets import SRDataset
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.export.strategies import DEFAULT_WINDOWS
-from elan_deploy.imaging import list_images, read_image, to_uint8
+from elan_deploy.imaging import to_uint8
 from elan_deploy.metrics import psnr, psnr_y, ssim_y
 from elan_deploy.model.checkpoint import LoadedCheckpoint
-from elan_deploy.results import ResultRow
-from elan_deploy.runtimes import DEFAULT_SHAPES, BuildOptions, EngineCache, ModelSource, ShapeRange, build_engine, needs_build, open_engine
+from elan_deploy.results import ResultRow, RowKind
+from elan_deploy.runtimes import DEFAULT_SHAPES, RUNTIMES_FROM_ONNX, EngineLoader, ModelSource, ShapeRange
 from elan_deploy.upscale import Upscaler, round_up
 
-ONNX_RUNTIMES = ("onnxruntime", "openvino", "tensorrt")  # runtimes built from the exported ONNX
 SLOW_TO_PREPARE = {"torch-compile": "compiles for minutes per shape", "int8": "calibration and sensitivity search take minutes"}
 
 
@@ -49,7 +49,7 @@ class BenchConfig:
     threads: int | None = None
     quick: bool = False
     work_dir: Path = Path("bench-out")
-    cache: EngineCache = field(default_factory=EngineCache)  # workers load the engines the bench builds here
+    cache_root: Path | None = None  # engines in its engines/ (None: $ELAN_DEPLOY_CACHE); workers load what the bench builds there
     onnx: Path | None = None  # an exported FP32 ONNX to use for the default-strategy cells
     allocator: Allocator = "keep"  # malloc in the latency workers, see `bench.allocator`
     planned: dict[Cell, PlannedSkip] = field(default_factory=dict)  # cells the default plan leaves out on this CPU
@@ -101,6 +101,9 @@ class BenchRunner:
                 work_dir=self.config.work_dir / "onnx", guard=key[3],
             )
         return self.sources[key]
+
+    def loader(self, cell: Cell, shapes: ShapeRange) -> EngineLoader:
+        return EngineLoader(self.source(cell), cell.runtime, cell.precision, shapes, self.config.threads, self.config.cache_root)
 
     def _row(self, cell: Cell, engine, **fields) -> ResultRow:
         info = engine.info if engine is not None else None
@@ -166,7 +169,7 @@ class BenchRunner:
                 original = first[key].label
                 reason = (f"duplicate of {original}: the engine reported {used} for {cell.precision}, as {original} did; "
                           f"--precision {cell.precision} times it anyway")
-                results[cell].rows.append(self._row(cell, None, kind="skipped", extra={"reason": reason, "duplicate_of": original}))
+                results[cell].rows.append(self._row(cell, None, kind=RowKind.SKIPPED.value, extra={"reason": reason, "duplicate_of": original}))
                 continue
             if used is not None:
                 first[key] = cell
@@ -182,7 +185,7 @@ class BenchRunner:
     def _export(self, cell: Cell) -> None:
         """Export the ONNX once per strategy as its own step, so the log shows it apart from the builds."""
         key = (cell.shift, cell.attention, cell.windows, self.guarded(cell))
-        if cell.runtime in ONNX_RUNTIMES and key not in self._exported:
+        if cell.runtime in RUNTIMES_FROM_ONNX and key not in self._exported:
             if self.source(cell).onnx is None:
                 self._step(cell, "export", f"ONNX ({cell.shift}/{cell.attention}/{cell.windows})")
             self.source(cell).onnx_path()
@@ -195,17 +198,17 @@ class BenchRunner:
             planned = self.config.planned.get(cell)
             if planned and planned.duplicate_of:
                 where["duplicate_of"] = planned.duplicate_of
-            result.rows.append(self._row(cell, None, kind="skipped", extra={"reason": reason, **where}))
+            result.rows.append(self._row(cell, None, kind=RowKind.SKIPPED.value, extra={"reason": reason, **where}))
             return False
         try:
             step()
         except (ElanDeployError, WorkerFailed) as exc:
-            kind = exc.kind if isinstance(exc, WorkerFailed) else "skipped"
+            kind = exc.kind if isinstance(exc, WorkerFailed) else RowKind.SKIPPED.value
             result.rows.append(self._row(cell, None, kind=kind, extra={"reason": str(exc), **where}))
             return False
         except Exception as exc:  # a runtime crash in one cell must not lose the others
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            result.rows.append(self._row(cell, None, kind="failed", extra={"reason": detail[:300], **where}))
+            result.rows.append(self._row(cell, None, kind=RowKind.FAILED.value, extra={"reason": detail[:300], **where}))
             return False
         return True
 
@@ -213,14 +216,14 @@ class BenchRunner:
         if cell.runtime == "torch-compile" or not self.config.datasets:
             return  # torch.compile recompiles per image size: latency only
         self._export(cell)
-        self._step(cell, self._build_phase(cell), "(engine for quality)" if needs_build(cell.runtime) else "(load)")
-        options = BuildOptions(threads=self.config.threads)
+        loader = self.loader(cell, DEFAULT_SHAPES)
+        self._step(cell, self._build_phase(cell), "(engine for quality)" if loader.needs_build else "(load)")
         t0 = time.perf_counter()
-        engine = open_engine(self.source(cell), cell.runtime, cell.precision, DEFAULT_SHAPES, options, self.config.cache)
+        engine = loader.open()
         self._quality(cell, engine, result, time.perf_counter() - t0)
 
     def _quality(self, cell: Cell, engine, result: CellResult, build_s: float) -> None:
-        upscaler = Upscaler(engine, self.scale, tile=None)
+        upscaler = Upscaler(engine, self.scale, tile=None, multiple=self.loaded.config.window_multiple)
         for dataset in self.config.datasets:
             self._step(cell, "quality", f"{dataset.name} ({len(dataset)} images)")
             scores, fidelity, outputs = [], [], []
@@ -242,14 +245,15 @@ class BenchRunner:
                 finite = [f for f in fidelity if np.isfinite(f)]
                 extra["fidelity_psnr"] = round(float(np.mean(finite)), 2) if finite else "inf"
             result.rows.append(
-                self._row(cell, engine, kind="quality", dataset=dataset.name, images=len(scores),
+                self._row(cell, engine, kind=RowKind.QUALITY.value, dataset=dataset.name, images=len(scores),
                           psnr=round(float(np.mean([s[0] for s in scores])), 4),
                           ssim=round(float(np.mean([s[1] for s in scores])), 4), extra=extra)
             )
 
     def _latency_shape(self, shape: Shape, cells: list[Cell], results: dict[Cell, CellResult]) -> None:
         """Open workers while memory allows, time that batch in interleaved rounds, repeat."""
-        padded = (shape[0], shape[1], round_up(shape[2]), round_up(shape[3]))
+        multiple = self.loaded.config.window_multiple
+        padded = (shape[0], shape[1], round_up(shape[2], multiple), round_up(shape[3], multiple))
         pending = list(cells)
         while pending:
             batch: dict[Cell, OpenWorker] = {}
@@ -310,25 +314,19 @@ class BenchRunner:
     def _open_worker(self, cell: Cell, shape: Shape, padded: Shape, result: CellResult) -> OpenWorker | None:
         """Build the static engine here (cached), then let a worker process load and warm it."""
         build_s, size_mb = 0.0, None
-        source = self.source(cell)
-        options = BuildOptions(threads=self.config.threads)
+        loader = self.loader(cell, ShapeRange.static(padded))
 
         def build() -> None:
             nonlocal build_s, size_mb
             t0 = time.perf_counter()
-            if needs_build(cell.runtime):
+            if loader.needs_build:
                 self._export(cell)
                 self._step(cell, self._build_phase(cell), f"(static engine for {_text(shape)})")
-                folder = build_engine(source, cell.runtime, cell.precision, ShapeRange.static(padded), options, self.config.cache)
+                folder = loader.build()
                 size_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
             build_s = time.perf_counter() - t0
 
-        spec = WorkerSpec(
-            checkpoint=self.loaded.path, scale=self.scale, runtime=cell.runtime, precision=cell.precision,
-            shift=cell.shift, attention=cell.attention, windows=cell.windows, shape=padded, threads=self.config.threads,
-            cache_dir=self.config.cache.root, onnx=source.onnx, work_dir=source.work_dir, allocator=self.config.allocator,
-            guard=source.guard,
-        )
+        spec = WorkerSpec(loader, allocator=self.config.allocator)
         started: list[LatencyWorker] = []
 
         def start() -> None:
@@ -368,7 +366,7 @@ class BenchRunner:
             "engine_mb": round(opened.size_mb, 2) if opened.size_mb is not None else None,
             "latency_input_fidelity_psnr": fidelity, "note": note,
         }
-        result.rows.append(self._row(cell, _InfoOnly(ready.info), kind="latency", extra={k: v for k, v in extra.items() if v is not None}))
+        result.rows.append(self._row(cell, _InfoOnly(ready.info), kind=RowKind.LATENCY.value, extra={k: v for k, v in extra.items() if v is not None}))
 
 
 Shape = tuple[int, int, int, int]
@@ -389,13 +387,8 @@ def _text(shape: Shape) -> str:
 
 def available_memory_mb() -> float:
     """MemAvailable from /proc/meminfo; infinite where it cannot be read (then MAX_WORKERS bounds a batch)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return float("inf")
+    available = mem_available()
+    return available / 2**20 if available is not None else float("inf")
 
 
 @dataclass(frozen=True)
@@ -403,14 +396,3 @@ class _InfoOnly:
     """What `_row` reads of an engine, for engines that live in a worker process."""
 
     info: Any
-
-
-SAMPLES_DIR = Path(__file__).resolve().parents[1] / "calibration" / "samples"
-
-
-def latency_image() -> np.ndarray:
-    """A bundled T91 photograph (training data, never a test image) tiled into latency inputs."""
-    images = list_images(SAMPLES_DIR) if SAMPLES_DIR.is_dir() else []
-    if not images:
-        raise ElanDeployError(f"bundled sample images missing from {SAMPLES_DIR}; reinstall elan-deploy")
-    return read_image(max(images, key=lambda p: p.stat().st_size))

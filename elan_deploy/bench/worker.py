@@ -16,35 +16,27 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from elan_deploy.bench.allocator import Allocator, apply_allocator
-from elan_deploy.bench.latency import natural_input, peak_rss_mb, reset_peak_rss, rss_mb
+from elan_deploy.bench.latency import latency_image, natural_input, peak_rss_mb, reset_peak_rss, rss_mb
 from elan_deploy.errors import ElanDeployError
-from elan_deploy.runtimes.base import EngineInfo
+from elan_deploy.runtimes import EngineInfo, EngineLoader
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """Everything a worker needs to open one engine; plain values so it pickles."""
+    """Everything a worker needs to open one engine; it pickles (the loader carries the model source)."""
 
-    checkpoint: Path
-    scale: int
-    runtime: str
-    precision: str
-    shift: str
-    attention: str
-    windows: str
-    shape: tuple[int, int, int, int]  # padded NCHW the engine is static for
-    threads: int | None
-    cache_dir: Path
-    onnx: Path | None  # the ONNX the user gave, if any (it keys the engine cache)
-    work_dir: Path | None  # where the parent exported its ONNX
+    loader: EngineLoader  # static at `shape`; the parent built its engine into the shared cache
     allocator: Allocator = "keep"
-    guard: bool = True  # the range guard's clamps (ModelSource.guard)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """The padded NCHW the engine is static for."""
+        return self.loader.engine_shapes.opt
 
 
 @dataclass(frozen=True)
@@ -63,27 +55,12 @@ class WorkerFailed(Exception):
         self.timed_out = timed_out  # the worker was stopped for not answering in time
 
 
-def _open(spec: WorkerSpec):
-    from elan_deploy.model.checkpoint import load_checkpoint
-    from elan_deploy.runtimes import BuildOptions, EngineCache, ModelSource, ShapeRange, open_engine
-
-    loaded = load_checkpoint(spec.checkpoint, scale=spec.scale)
-    source = ModelSource(
-        loaded, shift=spec.shift, attention=spec.attention, windows=spec.windows, onnx=spec.onnx, work_dir=spec.work_dir,
-        guard=spec.guard,
-    )
-    options = BuildOptions(threads=spec.threads)
-    return open_engine(source, spec.runtime, spec.precision, ShapeRange.static(spec.shape), options, EngineCache(spec.cache_dir))
-
-
 def _serve(conn: mp.connection.Connection, spec: WorkerSpec) -> None:
-    from elan_deploy.bench.runner import latency_image
-
     allocator = apply_allocator(spec.allocator)
     reset_peak_rss()
     rss_before = rss_mb()
     t0 = time.perf_counter()
-    engine = _open(spec)
+    engine = spec.loader.open()
     x = natural_input(spec.shape, latency_image())
     first = engine(x)
     conn.send(("ready", WorkerReady(time.perf_counter() - t0, first, engine.info, rss_before, allocator)))

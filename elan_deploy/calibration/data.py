@@ -31,15 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from elan_deploy.calibration.guard import refuse_test_images, refuse_test_set_folder
-from elan_deploy.datasets import DATA_ROOT_ENV, _candidate_roots
+from elan_deploy.datasets import DATA_ROOT_ENV, candidate_roots
 from elan_deploy.errors import DatasetError, ElanDeployError
-from elan_deploy.fileio import atomic_path
+from elan_deploy.fileio import atomic_path, file_sha256
+from elan_deploy.geometry import MULTIPLE  # ELAN's window grid: LR crops are multiples of it
 from elan_deploy.imaging import imresize, list_images, modcrop, read_image
-from elan_deploy.model.checkpoint import file_sha256
+
 
 BUNDLED_SAMPLES = Path(__file__).resolve().parent / "samples"
 T91 = "T91"
-MULTIPLE = 16
 HELDOUT_EVERY = 5
 _CACHE_VERSION = 1
 
@@ -115,7 +115,7 @@ def calibration_cache_dir() -> Path:
 
 def _default_t91() -> Path | None:
     roots = [Path(env)] if (env := os.environ.get(DATA_ROOT_ENV)) else []
-    for root in roots + _candidate_roots():
+    for root in roots + candidate_roots():
         folder = root / T91
         if folder.is_dir() and list_images(folder):
             return folder

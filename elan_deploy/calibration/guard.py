@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from elan_deploy.datasets import DATA_ROOT_ENV, TEST_SETS, _candidate_roots
+from elan_deploy.datasets import DATA_ROOT_ENV, TEST_SETS, candidate_roots
 from elan_deploy.errors import DatasetError
 from elan_deploy.imaging import list_images, read_image
 
@@ -53,7 +53,7 @@ def refuse_test_set_folder(folder: Path) -> None:
 
 def _data_roots() -> list[Path]:
     roots = [Path(env)] if (env := os.environ.get(DATA_ROOT_ENV)) else []
-    return [r for r in roots + _candidate_roots() if r.is_dir()]
+    return [r for r in roots + candidate_roots() if r.is_dir()]
 
 
 def _test_image_folders(root: Path) -> Iterable[tuple[str, Path]]:

@@ -20,7 +20,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +60,24 @@ class Int8Report:
     def drop_db(self) -> float:
         return self.score.drop_db
 
+    def to_json(self, model_id: str, scale: int) -> dict:
+        """The `quantize --json` document (schema elan-deploy/int8/1)."""
+        score = self.score
+        return {
+            "schema": "elan-deploy/int8/1", "model": model_id, "scale": scale, "output": str(self.path),
+            "config": asdict(self.config), "calibration": self.calibration,
+            "float_groups": self.float_groups, "float_nodes": self.float_nodes, "fp32_psnr": self.fp32_psnr,
+            "int8_psnr": score.psnr, "heldout_drop_db": score.drop_db, "heldout_drop_se_db": score.stderr_db, "met": self.met,
+            "seconds": self.seconds,
+            "sensitivity": [{"group": s.group, "kind": s.kind, "nodes": s.nodes, "mse": s.mse} for s in self.sensitivities],
+        }
+
 
 def default_config(**overrides: object) -> QuantizeConfig:
     """The default INT8 recipe: entropy ranges on 64 T91 patches, Q/DQ on Conv/MatMul inputs,
     float skip connections, greedy float set under 0.05 dB (mean + 1 s.e., held-out T91).
 
-    Entropy was chosen on the held-out split (bench/int8_search.py): it met the budget with
+    Entropy was chosen on the held-out split (experiments/int8_search.py): it met the budget with
     the fewest float nodes and the lowest drop of the three ORT calibrators.
     """
     return replace(QuantizeConfig(), **overrides)  # type: ignore[arg-type]

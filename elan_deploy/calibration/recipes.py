@@ -24,15 +24,16 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from elan_deploy.calibration.data import to_nchw
+from elan_deploy.choices import Choice
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.fileio import atomic_path
+from elan_deploy.geometry import MULTIPLE
 from elan_deploy.scratch import temporary_dir
 
 QUANTIZED_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul")
@@ -40,7 +41,7 @@ RECIPE_VERSION = 1  # bump when a change here changes the bytes of the INT8 file
 _GROUP = 8  # patches per calibrator call: bounds the memory of ORT's collected tensors
 
 
-class Method(str, Enum):
+class Method(Choice):
     """Activation range estimators (ONNX Runtime's calibrators)."""
 
     MINMAX = "minmax"
@@ -48,11 +49,8 @@ class Method(str, Enum):
     PERCENTILE = "percentile"
 
     @classmethod
-    def parse(cls, value: str | Method) -> Method:
-        try:
-            return cls(str(value.value if isinstance(value, Method) else value).lower())
-        except ValueError:
-            raise ElanDeployError(f"unknown calibration method '{value}'; choose one of {', '.join(m.value for m in cls)}") from None
+    def noun(cls) -> str:
+        return "calibration method"
 
     def ort(self):
         from onnxruntime.quantization import CalibrationMethod
@@ -88,8 +86,8 @@ class QuantizeConfig:
             raise ElanDeployError(f"budget {self.budget_db} dB must be >= 0")
         if self.max_float_nodes is not None and self.max_float_nodes < 0:
             raise ElanDeployError(f"max float nodes {self.max_float_nodes} must be >= 0")
-        if self.heldout_size < 16 or self.heldout_size % 16:
-            raise ElanDeployError(f"held-out crop size {self.heldout_size} must be a positive multiple of 16")
+        if self.heldout_size < MULTIPLE or self.heldout_size % MULTIPLE:
+            raise ElanDeployError(f"held-out crop size {self.heldout_size} must be a positive multiple of {MULTIPLE}")
         if not 90.0 < self.percentile <= 100.0:
             raise ElanDeployError(f"percentile {self.percentile} must be in (90, 100]")
 

@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from elan_deploy.commands.common import add_engine_args, add_model_args, precision_differs, source_and_cache_from_args
+from elan_deploy.commands.common import add_engine_args, add_model_args, loader_from_args, precision_differs
 from elan_deploy.console import print_table, stderr
 from elan_deploy.errors import ElanDeployError
 
@@ -31,27 +31,22 @@ def check_output_folder(output: Path) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     from elan_deploy.fileio import atomic_path
-    from elan_deploy.model import load_model
-    from elan_deploy.runtimes import BuildOptions, ShapeRange, build_engine, default_shapes_for, get_runtime
     from elan_deploy.runtimes.cache import is_engine_folder
     from elan_deploy.runtimes.coreml_rt import PredictionNeedsMacOS
 
     if args.output is not None:
         check_output_folder(args.output)
     start = time.perf_counter()
-    source, cache = source_and_cache_from_args(args, load_model(args.model, args.scale))
-    shapes = ShapeRange.parse(args.shapes) if args.shapes else default_shapes_for(args.runtime)
-    options = BuildOptions(threads=args.threads)
-    folder = build_engine(source, args.runtime, args.precision, shapes, options, cache)
-    runtime = get_runtime(args.runtime)
+    loader = loader_from_args(args)
+    shapes = loader.engine_shapes
+    folder = loader.build()
     note = None
     try:
-        info = runtime.load(folder, source_precision(args.precision), shapes, options).info
+        info = loader.load(folder).info
         version, used, threads = info.runtime_version, info.precision_used, info.threads
     except PredictionNeedsMacOS as exc:  # converted, but this OS cannot run it
         note = str(exc)
-        info = runtime.converted_info(folder, source_precision(args.precision))
-        version, used, threads = info.runtime_version, info.precision_used, args.threads
+        version, used, threads = exc.info.runtime_version, exc.info.precision_used, args.threads
     seconds = time.perf_counter() - start
     shown = str(folder)
     if args.output is not None:

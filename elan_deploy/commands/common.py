@@ -8,19 +8,15 @@ from pathlib import Path
 from elan_deploy.errors import ElanDeployError
 
 
-def scratch_dir() -> Path:
-    """A private folder for `--no-cache` builds, removed when the process exits."""
-    from elan_deploy.scratch import process_scratch_dir
-
-    return process_scratch_dir()
-
-
 def cache_root_from_args(args: argparse.Namespace) -> Path:
-    """The cache root for `--cache-dir`/`--no-cache`: engines in `engines/`, exports in `onnx/`."""
-    from elan_deploy.scratch import cache_root
+    """The cache root for `--cache-dir`/`--no-cache`: engines in `engines/`, exports in `onnx/`.
 
-    if getattr(args, "no_cache", False):
-        return scratch_dir()
+    `--no-cache` gives a private scratch folder, removed when the process exits.
+    """
+    from elan_deploy.scratch import cache_root, process_scratch_dir
+
+    if args.no_cache:
+        return process_scratch_dir()
     return args.cache_dir or cache_root()
 
 
@@ -64,6 +60,11 @@ def add_engine_args(parser: argparse.ArgumentParser, default_runtime: str = "onn
     parser.add_argument("--shift", default="depthwise", choices=SHIFT_STRATEGIES, help="shift-conv export strategy [depthwise]")
     parser.add_argument("--attention", default="shared", choices=ATTENTION_STRATEGIES, help="attention export strategy [shared]")
     parser.add_argument("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_STRATEGIES, help=f"window partition export strategy [{DEFAULT_WINDOWS}]")
+    add_cache_args(parser)
+
+
+def add_cache_args(parser: argparse.ArgumentParser) -> None:
+    """`--threads`, `--cache-dir`, `--no-cache`: how engines are loaded and where they are kept."""
     parser.add_argument("--threads", type=positive_int, help="inference threads [runtime default]")
     parser.add_argument("--cache-dir", type=Path, help="cache folder for engines and exports [$ELAN_DEPLOY_CACHE or ~/.cache/elan-deploy]")
     parser.add_argument("--no-cache", action="store_true", help="ignore the cache: build into a scratch folder removed on exit")
@@ -77,29 +78,27 @@ def resolve_auto_precision(args: argparse.Namespace) -> None:
         args.precision = fastest_native_precision(args.runtime)
 
 
-def engine_from_args(args: argparse.Namespace):
-    """(ModelSource, Engine, ShapeRange) for the flags of `add_engine_args` and `add_model_args`."""
+def source_from_args(args: argparse.Namespace):
+    """The `ModelSource` for `--model`, `--scale`, `--no-guard`, `--onnx`, the export strategies and the cache flags."""
     from elan_deploy.model import load_model
-    from elan_deploy.runtimes import BuildOptions, ShapeRange, default_shapes_for, open_engine
+    from elan_deploy.runtimes import ModelSource
 
-    source, cache = source_and_cache_from_args(args, load_model(args.model, args.scale))
-    shapes = ShapeRange.parse(args.shapes) if args.shapes else default_shapes_for(args.runtime)
-    engine = open_engine(source, args.runtime, args.precision, shapes, BuildOptions(threads=args.threads), cache)
-    return source, engine, shapes
-
-
-def source_and_cache_from_args(args: argparse.Namespace, loaded):
-    """(ModelSource, EngineCache) for `--onnx`, `--shift`, `--attention`, `--cache-dir`, `--no-cache`."""
-    from elan_deploy.runtimes import EngineCache, ModelSource
-
-    root = cache_root_from_args(args)
+    loaded = load_model(args.model, args.scale)
     if args.onnx is not None:
         check_onnx_matches(args.onnx, loaded.config.scale)
-    source = ModelSource(
-        loaded, shift=args.shift, attention=args.attention, windows=args.windows, onnx=args.onnx, work_dir=root / "onnx",
-        guard=not args.no_guard,
+    return ModelSource(
+        loaded, shift=args.shift, attention=args.attention, windows=args.windows, onnx=args.onnx,
+        work_dir=cache_root_from_args(args) / "onnx", guard=not args.no_guard,
     )
-    return source, EngineCache(root / "engines")
+
+
+def loader_from_args(args: argparse.Namespace):
+    """The `EngineLoader` for the flags of `add_engine_args` and `add_model_args`."""
+    from elan_deploy.runtimes import EngineLoader, ShapeRange
+
+    source = source_from_args(args)
+    shapes = ShapeRange.parse(args.shapes) if args.shapes else None
+    return EngineLoader(source, args.runtime, args.precision, shapes, args.threads, source.work_dir.parent)
 
 
 def load_onnx_file(path: Path, *, weights: bool = False):

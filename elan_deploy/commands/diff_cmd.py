@@ -122,15 +122,14 @@ def _print_layers(result, all_layers: bool) -> None:
 
 
 def run_diff_command(args: argparse.Namespace) -> int:
-    from elan_deploy.commands.common import source_and_cache_from_args
+    from elan_deploy.commands.common import source_from_args
     from elan_deploy.console import progress
     from elan_deploy.diff.engines import polygraphy_logging
     from elan_deploy.diff.inputs import save_inputs
     from elan_deploy.diff.outputs import Tolerances
     from elan_deploy.diff.run import DiffConfig, run_diff, save_reference_outputs
     from elan_deploy.diff.spec import parse_engine_specs
-    from elan_deploy.fileio import write_json_atomic
-    from elan_deploy.model import load_model
+    from elan_deploy.provenance import write_document
     from elan_deploy.provenance import record_file
     from elan_deploy.runtimes.base import parse_shape
 
@@ -144,10 +143,10 @@ def run_diff_command(args: argparse.Namespace) -> int:
         tolerances=Tolerances(args.psnr_threshold, args.atol, args.rtol), threads=args.threads, layers=args.layers,
         layer_psnr_db=args.layer_psnr_threshold, layer_budget_mb=args.layer_memory_mb, verbose=args.verbose,
     )
-    source, cache = source_and_cache_from_args(args, load_model(args.model, args.scale))
+    source = source_from_args(args)
     with progress() as bar:
         task = bar.add_task("diff", total=None)
-        result = run_diff(source, cache, config, progress=lambda message: bar.update(task, description=message))
+        result = run_diff(source, source.work_dir.parent, config, progress=lambda message: bar.update(task, description=message))
     _print_outputs(result)
     if args.layers:
         _print_layers(result, args.all_layers)
@@ -159,7 +158,7 @@ def run_diff_command(args: argparse.Namespace) -> int:
             save_reference_outputs(result, args.save_outputs)
             record_file(args.save_outputs)
     if args.json:
-        write_json_atomic(args.json, result.to_json(_command_line(args)))
+        write_document(args.json, result.to_json(_command_line(args)))
         if args.layers and result.layer_reports:
             from elan_deploy.diff.plot import plot_available, plot_layers
 
@@ -179,7 +178,7 @@ def run_diff_command(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from elan_deploy.commands.common import add_model_args, positive_int
+    from elan_deploy.commands.common import add_cache_args, add_model_args, positive_int
     from elan_deploy.export.strategies import ATTENTION_STRATEGIES, DEFAULT_WINDOWS, SHIFT_STRATEGIES, WINDOW_STRATEGIES
 
     p = sub.add_parser(
@@ -206,8 +205,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-inputs", type=Path, help="write the inputs as Polygraphy JSON (polygraphy run --load-inputs)")
     p.add_argument("--save-outputs", type=Path, help="write the reference's outputs as Polygraphy RunResults JSON (polygraphy run --load-outputs)")
     p.add_argument("--overwrite", action="store_true", help="replace existing --json/--save-* files even if this tool did not write them")
-    p.add_argument("--threads", type=positive_int, help="inference threads [runtime default]")
-    p.add_argument("--cache-dir", type=Path, help="cache folder for engines and exports [$ELAN_DEPLOY_CACHE or ~/.cache/elan-deploy]")
-    p.add_argument("--no-cache", action="store_true", help="ignore the cache: build into a scratch folder removed on exit")
+    add_cache_args(p)
     p.add_argument("--verbose", action="store_true", help="show Polygraphy's own log")
     p.set_defaults(handler=run_diff_command)

@@ -17,7 +17,7 @@ def default_output(model_id: str) -> Path:
 
 def run_export(args: argparse.Namespace) -> int:
     from elan_deploy.export import ExportConfig, export_onnx
-    from elan_deploy.fileio import write_json_atomic
+    from elan_deploy.provenance import write_document
     from elan_deploy.calibration.ranges import calibrated_guard
     from elan_deploy.model import load_model
 
@@ -71,7 +71,7 @@ def run_export(args: argparse.Namespace) -> int:
             "sha256": report.sha256, "max_rank": report.max_rank, "max_abs_error": report.max_abs_error,
             "seconds": round(report.seconds, 3),
         }
-        write_json_atomic(args.json, record)
+        write_document(args.json, record)
     return 0
 
 

@@ -107,7 +107,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from elan_deploy.fileio import write_json_atomic
+    from elan_deploy.provenance import write_document
     from elan_deploy.provenance import check_output_file
 
     if args.json not in (None, "-"):
@@ -120,7 +120,7 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     print_report(report)
     if args.json:
-        write_json_atomic(args.json, report)
+        write_document(args.json, report)
     return 0
 
 

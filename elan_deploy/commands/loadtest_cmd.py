@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from elan_deploy.commands.common import positive_int
 from elan_deploy.console import fmt, print_table, stderr
-from elan_deploy.errors import ElanDeployError, WorkFailed
-
-DEFAULT_SIZE = "64x64"
+from elan_deploy.errors import WorkFailed
+from elan_deploy.serve import loadtest
+from elan_deploy.serve.request_images import DEFAULT_SIZE
 
 
 def concurrency_list(text: str) -> list[int]:
@@ -27,137 +24,52 @@ def concurrency_list(text: str) -> list[int]:
     return levels
 
 
-def parse_size(text: str) -> tuple[int, int] | None:
-    if text == "full":
-        return None
-    m = re.fullmatch(r"(\d+)x(\d+)", text)
-    if not m or 0 in (int(m.group(1)), int(m.group(2))):
-        raise ElanDeployError(f"--size must be HxW with positive H and W (e.g. 64x64) or 'full', got '{text}'")
-    return int(m.group(1)), int(m.group(2))
+def _settings(args: argparse.Namespace) -> loadtest.LoadtestSettings:
+    return loadtest.LoadtestSettings(
+        url=args.url, model_name=args.model_name, levels=tuple(args.concurrency), protocol=args.protocol,
+        requests=args.requests, warmup=args.warmup, timeout_s=args.timeout, time_limit_s=args.time_limit,
+        images=args.images, size=args.size, runtime=args.runtime, precision=args.precision,
+        require_engine=args.json is not None,
+    )
 
 
-def load_request_images(folder: Path | None, size: tuple[int, int] | None) -> tuple[list[np.ndarray], str]:
-    """HxWx3 uint8 images for the requests (centre crops of `size`), and the dataset label for the results."""
-    from elan_deploy.imaging import list_images, read_image
-
-    if folder is None:
-        from elan_deploy.calibration.data import BUNDLED_SAMPLES
-
-        folder, label = BUNDLED_SAMPLES, "bundled-samples"
-    else:
-        if not folder.is_dir():
-            raise ElanDeployError(f"--images '{folder}' is not a folder of images")
-        label = folder.name
-    images = []
-    for path in list_images(folder):
-        image = read_image(path)
-        if size is not None:
-            h, w = size
-            if image.shape[0] < h or image.shape[1] < w:
-                continue
-            top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
-            image = np.ascontiguousarray(image[top : top + h, left : left + w])
-        images.append(image)
-    if not images:
-        raise ElanDeployError(f"no image in '{folder}' is at least {size} pixels; pass --size smaller or 'full'")
-    return images, label
+def _announce(config: loadtest.LoadTestConfig) -> None:
+    stderr.print(f"loadtest: {config.requests} requests, concurrency {config.concurrency}, {config.protocol} {config.address}", markup=False)
 
 
-def declared_version(declared: dict[str, str]) -> str | None:
-    """The runtime version a server declares in `built_with` ("onnxruntime 1.32.0"), if any."""
-    built_with = declared.get("built_with", "")
-    return built_with.split(" ", 1)[1] if " " in built_with else None
-
-
-def run_loadtest(args: argparse.Namespace) -> int:
-    from elan_deploy.results import ResultRow, results_document
-    from elan_deploy.serve.loadtest import LoadTestConfig, TritonImageClient, run_load
-
-    configs = [
-        LoadTestConfig(
-            url=args.url, model_name=args.model_name, protocol=args.protocol, concurrency=level, requests=args.requests,
-            warmup=args.warmup, timeout_s=args.timeout, time_limit_s=args.time_limit,
-        )
-        for level in args.concurrency
-    ]
-    for config in configs:
-        config.check()
-    if args.json is not None:
-        from elan_deploy.provenance import check_output_file
-
-        check_output_file(args.json, "--json", args.overwrite)
-    if args.precision is not None:
-        from elan_deploy.runtimes import Precision
-
-        Precision.parse(args.precision)
-    images, dataset = load_request_images(args.images, parse_size(args.size))
-    probe = TritonImageClient(configs[0])
-    input_name, output_name, declared = probe.describe()
-    probe.close()
-    runtime = declared.get("runtime") or args.runtime
-    precision = declared.get("precision") or args.precision
-    if args.json is not None and (runtime is None or precision is None):
-        raise ElanDeployError(
-            f"model '{args.model_name}' does not declare its engine; pass --runtime and --precision "
-            "(as given to `elan-deploy serve`) so the JSON says what was measured"
-        )
-    shapes = {img.shape for img in images}
-    shape = f"1x3x{images[0].shape[0]}x{images[0].shape[1]}" if len(shapes) == 1 else None
-
-    rows, results = [], []
-    for config in configs:
-        stderr.print(f"loadtest: {config.requests} requests, concurrency {config.concurrency}, {config.protocol} {config.address}", markup=False)
-        result = run_load(config, images, (input_name, output_name))
-        results.append(result)
-        extra = {
-            "kind": "loadtest", "protocol": config.protocol, "url": config.address, "concurrency": config.concurrency,
-            "requests": result.sent, "errors": result.errors, "wall_s": round(result.wall_s, 3),
-            "requests_per_s": round(result.requests_per_s, 3), "images_per_s": round(result.images_per_s, 3),
-            "output_mpix_per_s": round(result.output_pixels / result.wall_s / 1e6, 3) if result.wall_s else 0.0,
-            "stopped_by_time_limit": result.stopped_by_time_limit,
-        }
-        if shape:
-            extra["shape"] = shape
-        if result.latencies_ms:
-            for name, q in (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99)):
-                extra[name] = round(result.percentile(q), 3)
-            extra.update(
-                min_ms=round(min(result.latencies_ms), 3), max_ms=round(max(result.latencies_ms), 3),
-                mean_ms=round(float(np.mean(result.latencies_ms)), 3),
-            )
-        if result.error_messages:
-            extra["first_error"] = result.error_messages[0]
-        rows.append(
-            ResultRow(
-                model=declared.get("model", args.model_name), runtime=runtime or "unknown", precision=precision or "unknown",
-                dataset=dataset, images=len(images), runtime_version=declared_version(declared),
-                precision_used=declared.get("precision_used") or None, extra=extra,
-            )
-        )
-
+def _print_results(run: loadtest.LoadtestRun) -> None:
+    settings = run.settings
     print_table(
-        f"load test: {args.model_name} at {configs[0].address} ({args.protocol}), {shape or 'mixed sizes'}",
+        f"load test: {settings.model_name} at {run.address} ({settings.protocol}), {run.shape or 'mixed sizes'}",
         ("concurrency", "requests", "errors", "req/s", "images/s", "p50 ms", "p90 ms", "p99 ms", "wall s"),
         [
             (r.concurrency, r.sent, r.errors, fmt(r.requests_per_s, 2), fmt(r.images_per_s, 2), fmt(r.percentile(50), 1),
              fmt(r.percentile(90), 1), fmt(r.percentile(99), 1), fmt(r.wall_s, 2))
-            for r in results
+            for r in run.results
         ],
     )
-    if args.json is not None:
-        from elan_deploy.fileio import write_json_atomic
 
-        document = results_document(rows)
-        document["command"] = "elan-deploy " + " ".join(sys.argv[1:])
-        write_json_atomic(args.json, document)
+
+def run_loadtest(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.check()
+    if args.json is not None:
+        from elan_deploy.provenance import check_output_file
+
+        check_output_file(args.json, "--json", args.overwrite)
+    run = loadtest.run_loadtest(settings, on_level=_announce)
+    _print_results(run)
+    if args.json is not None:
+        from elan_deploy.provenance import write_document
+
+        write_document(args.json, run.to_json("elan-deploy " + " ".join(sys.argv[1:])))
         stderr.print(f"wrote {args.json}", markup=False)
-    failed = sum(r.errors for r in results)
-    for r in results:
+    for r in run.results:
         for message in r.error_messages[:2]:
             stderr.print(f"error (concurrency {r.concurrency}): {message}", markup=False)
-    if failed:
-        raise WorkFailed(f"{failed} request(s) failed; the first errors are listed above")
-    if any(r.stopped_by_time_limit for r in results):
+    if run.failed_requests:
+        raise WorkFailed(f"{run.failed_requests} request(s) failed; the first errors are listed above")
+    if run.stopped_by_time_limit:
         raise WorkFailed(f"--time-limit {args.time_limit:g} s stopped the run before all requests were sent")
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from pathlib import Path
 
 from elan_deploy.commands.common import add_model_args, check_onnx_matches
@@ -26,7 +25,7 @@ def _fp32_onnx(args: argparse.Namespace) -> tuple[Path, str, int]:
 
 def run_quantize(args: argparse.Namespace) -> int:
     from elan_deploy.calibration.int8 import default_config, write_int8
-    from elan_deploy.fileio import write_json_atomic
+    from elan_deploy.provenance import write_document
 
     config = default_config(
         method=args.method, budget_db=args.budget_db, patches=args.patches, patch_size=args.patch_size, seed=args.seed,
@@ -71,14 +70,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     stdout.print(f"kept float: {', '.join(report.float_groups) or 'nothing'}")
     stdout.print(f"held-out Y-PSNR: FP32 {report.fp32_psnr:.3f} dB, INT8 {score.psnr:.3f} dB; wrote {report.path}")
     if args.json:
-        write_json_atomic(args.json, {
-            "schema": "elan-deploy/int8/1", "model": model_id, "scale": scale, "output": str(report.path),
-            "config": asdict(report.config), "calibration": report.calibration,
-            "float_groups": report.float_groups, "float_nodes": report.float_nodes, "fp32_psnr": report.fp32_psnr,
-            "int8_psnr": score.psnr, "heldout_drop_db": score.drop_db, "heldout_drop_se_db": score.stderr_db, "met": report.met,
-            "seconds": report.seconds,
-            "sensitivity": [{"group": s.group, "kind": s.kind, "nodes": s.nodes, "mse": s.mse} for s in report.sensitivities],
-        })
+        write_document(args.json, report.to_json(model_id, scale))
     return 0 if report.met else 1
 
 

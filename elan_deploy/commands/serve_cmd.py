@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import math
 
-from elan_deploy.commands.common import add_engine_args, add_model_args, engine_from_args, positive_int, warn_if_precision_differs
+from elan_deploy.commands.common import add_engine_args, add_model_args, loader_from_args, positive_int, warn_if_precision_differs
 from elan_deploy.console import stderr
 from elan_deploy.serve.prepost import DEFAULT_MAX_PIXELS
 from elan_deploy.serve.server import DEFAULT_DRAIN_TIMEOUT_S
@@ -42,7 +42,8 @@ def run_serve(args: argparse.Namespace) -> int:
     options.check()  # bad flags and taken ports fail before the engine is built (the default name is checked below)
     check_ports_free(options.host, options.ports)
     Upscaler(None, args.scale, tile=args.tile or None, overlap=args.overlap)  # checks --tile/--overlap
-    source, engine, shapes = engine_from_args(args)
+    loader = loader_from_args(args)
+    source, engine, shapes = loader.source, loader.open(), loader.engine_shapes
     warn_if_precision_differs(engine.info, args.precision)
     declared = {
         "model": source.model_id, "scale": str(source.scale), "runtime": engine.info.runtime,
@@ -52,7 +53,7 @@ def run_serve(args: argparse.Namespace) -> int:
     options = dataclasses.replace(options, model_name=args.model_name or source.model_id, declared=declared)
     upscaler = Upscaler(
         engine, source.scale, tile=args.tile or None, overlap=args.overlap, batch=args.batch,
-        shapes=shapes if shapes.is_static else None,
+        shapes=shapes if shapes.is_static else None, multiple=source.size_rules.multiple,
     )
     stderr.print(f"engine: {engine.info.runtime} {engine.info.runtime_version} {engine.info.precision_used}", markup=False)
     return serve(options, UpscaleHandler(upscaler.upscale_uint8, args.max_pixels), lambda line: stderr.print(line, markup=False))

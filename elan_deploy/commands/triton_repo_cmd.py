@@ -6,15 +6,13 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from elan_deploy.commands.common import add_engine_args, add_model_args, positive_int, source_and_cache_from_args
+from elan_deploy.commands.common import add_engine_args, add_model_args, loader_from_args, positive_int
 from elan_deploy.console import print_table, stderr
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.serve.prepost import DEFAULT_MAX_PIXELS
 
 
 def run_triton_repo(args: argparse.Namespace) -> int:
-    from elan_deploy.model import load_model
-    from elan_deploy.runtimes import BuildOptions, ShapeRange, build_engine, default_shapes_for, get_runtime
     from elan_deploy.serve.repository import ENSEMBLE_OUTPUT, RepositorySpec, check_destination, model_config_pb2, write_repository
 
     device = args.device or ("gpu" if args.runtime == "tensorrt" else "cpu")
@@ -25,18 +23,17 @@ def run_triton_repo(args: argparse.Namespace) -> int:
     spec.check()  # flags, the output folder and tritonclient are checked before any build
     check_destination(args.output)
     model_config_pb2()
-    shapes = ShapeRange.parse(args.shapes) if args.shapes else default_shapes_for(args.runtime)
+    loader = loader_from_args(args)
+    shapes = loader.engine_shapes
     if shapes.min[2:] == shapes.max[2:]:
         raise ElanDeployError(f"--shapes {shapes} fixes H and W, but the repository takes any size: pass a min:opt:max range")
     if shapes.max[0] < args.max_batch:
         raise ElanDeployError(f"--max-batch {args.max_batch} exceeds the engine's largest batch {shapes.max[0]} in --shapes {shapes}")
-    loaded = load_model(args.model, args.scale)
-    source, cache = source_and_cache_from_args(args, loaded)
-    runtime = get_runtime(args.runtime)
-    folder = build_engine(source, args.runtime, args.precision, shapes, BuildOptions(threads=args.threads), cache)
+    source = loader.source
+    folder = loader.build()
     declared = {
         "model": source.model_id, "scale": str(source.scale), "runtime": args.runtime, "precision": args.precision,
-        "built_with": f"{args.runtime} {runtime.version()}", "engine_shapes": str(shapes),
+        "built_with": f"{args.runtime} {loader.backend().version()}", "engine_shapes": str(shapes),
     }
     spec = dataclasses.replace(spec, name=args.model_name or source.model_id, declared=declared)
     files = write_repository(args.output, spec, folder)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import time
+import contextlib
 from pathlib import Path
 
-from elan_deploy.batch.outputs import JobSettings, OutputState, OutputTag, output_state, record_output
-from elan_deploy.batch.plan import Plan, plan_upscale, refuse_other_outputs
-from elan_deploy.batch.results import BatchSummary, FileResult, run_guarded, skipped
+from elan_deploy.batch.outputs import JobSettings
+from elan_deploy.batch.plan import Plan, plan_upscale
 from elan_deploy.batch.video import DEFAULT_CRF
-from elan_deploy.batch.work import EngineRecipe, UpscaleSettings
+from elan_deploy.batch.work import UpscaleSettings
 from elan_deploy.commands.common import (
     add_engine_args,
     add_model_args,
-    engine_from_args,
+    loader_from_args,
     positive_int,
     resolve_auto_precision,
     warn_if_precision_differs,
@@ -58,76 +57,63 @@ def _video_options(args: argparse.Namespace):
     return VideoOptions(args.codec, args.crf, parse_bitrate(args.bitrate) if args.bitrate is not None else None, args.allow_partial)
 
 
-def job_settings_from_args(args: argparse.Namespace) -> JobSettings:
+def job_settings_from_args(args: argparse.Namespace, loader) -> JobSettings:
     """The settings recorded in every output, known before any engine is built."""
-    from elan_deploy.commands.common import source_and_cache_from_args
-    from elan_deploy.model import load_model
-    from elan_deploy.runtimes import ShapeRange, default_shapes_for
-
-    source, _ = source_and_cache_from_args(args, load_model(args.model, args.scale))
-    shapes = ShapeRange.parse(args.shapes) if args.shapes else default_shapes_for(args.runtime)
-    return JobSettings(source.fingerprint(), source.scale, args.runtime, args.precision.lower(), str(shapes), args.tile or None, args.overlap)
-
-
-def open_engine_for(args: argparse.Namespace):
-    """(source, engine, UpscaleSettings) from the flags; warns when another precision runs."""
-    source, engine, shapes = engine_from_args(args)
-    warn_if_precision_differs(engine.info, args.precision)
-    settings = UpscaleSettings(source.scale, args.tile or None, args.overlap, args.batch, shapes if shapes.is_static else None)
-    return source, engine, shapes, settings
+    return JobSettings(
+        loader.source.fingerprint(), loader.source.scale, args.runtime, args.precision.lower(), str(loader.engine_shapes),
+        args.tile or None, args.overlap,
+    )
 
 
 def run_upscale(args: argparse.Namespace) -> int:
+    from elan_deploy.batch.run import BatchOptions, run_batch
+
     plan = plan_upscale(args.input, args.output, overwrite=args.overwrite, recursive=args.recursive)
     check_flags(args, plan)
     resolve_auto_precision(args)  # before the settings are recorded in outputs or sent to Ray actors
+    loader = loader_from_args(args)
+    shapes = loader.engine_shapes
+    rules = loader.source.size_rules
+    settings = UpscaleSettings(rules.scale, args.tile or None, args.overlap, args.batch, shapes if shapes.is_static else None, rules.multiple)
+    options = BatchOptions(args.overwrite, args.ray, args.ray_address, args.actors, _video_options(args) if plan.video else None)
+    with contextlib.ExitStack() as stack:  # the live view opens when the work starts, after any engine build
+        run = run_batch(
+            plan, loader, settings, job_digest(args, plan, loader), options, _LiveProgress(stack), lambda info: _engine_opened(args, plan, info),
+        )
+    for report in run.video_reports:
+        stderr.print(f"{report.frames} frames in {report.seconds:.1f} s ({report.frames / report.seconds:.2f} frames/s), "
+                     f"{report.codec}, {report.audio_streams} audio stream(s) copied", markup=False)
+    return run.summary.finish(lambda line: stderr.print(line, markup=False, soft_wrap=True), run.where, run.what, run.left_out)
 
-    # Every existing output is classified before any engine is built or anything is written.
-    digest = job_digest(args, plan)
-    states = [output_state(job.output, job.source, digest) for job in plan.jobs]
-    if not args.overwrite:
-        refuse_other_outputs(list(plan.jobs), states)
-    summary = BatchSummary()
-    todo = []
-    for job, state in zip(plan.jobs, states):
-        if state is OutputState.DONE and not args.overwrite:
-            summary.add(skipped(job.source, job.output))
-        else:
-            todo.append(job)
+
+def _engine_opened(args: argparse.Namespace, plan: Plan, info) -> None:
+    """Before any work: a warning when another precision runs, and for a video the encoder note."""
+    warn_if_precision_differs(info, args.precision)
     if plan.video:
-        return _finish(summary, str(plan.jobs[0].output), "video") if not todo else _start_video(args, plan, digest)
-    if todo:
-        source, engine, shapes, settings = open_engine_for(args)
-        for folder in dict.fromkeys(job.output.parent for job in todo):  # subfolders mirror the input's (--recursive)
-            folder.mkdir(parents=True, exist_ok=True)
-        with progress() as bar:
-            task = bar.add_task(f"upscale x{source.scale} ({engine.info.runtime} {engine.info.precision_used})", total=len(todo))
+        from elan_deploy.batch.video import choose_codec
 
-            def advance(result: FileResult) -> None:
-                summary.add(result)
-                bar.advance(task)
-
-            if args.ray:
-                from elan_deploy.batch.ray_data import run_ray
-
-                folder = engine.info.details.get("engine")
-                recipe = EngineRecipe(args.runtime, args.precision, shapes, args.threads, folder, source)
-                del engine  # the actors open their own
-                run_ray(todo, recipe, settings, digest, args.ray_address, args.actors, advance)
-            else:
-                from elan_deploy.batch.folder import run_plain
-
-                run_plain(todo, settings.upscaler(engine), digest, advance)
-    return _finish(summary, str(plan.folder), "image", plan.skipped_note())
+        if note := choose_codec(args.codec)[1]:
+            stderr.print(f"note: {note}", markup=False)
 
 
-def _finish(summary: BatchSummary, where: str, what: str, left_out: str | None = None) -> int:
-    return summary.finish(lambda line: stderr.print(line, markup=False, soft_wrap=True), where, what, left_out)
+class _LiveProgress:
+    """The live progress view for `run_batch` (plain lines when stderr is a log), open until `stack` closes."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack, self.bar, self.task = stack, None, None
+
+    def start(self, description: str, total: int | None) -> None:
+        self.bar = self.stack.enter_context(progress())
+        self.task = self.bar.add_task(description, total=total)
+
+    def update(self, completed: int | None = None, total: int | None = None, description: str | None = None) -> None:
+        changes = {k: v for k, v in (("completed", completed), ("total", total), ("description", description)) if v is not None}
+        self.bar.update(self.task, **changes)
 
 
-def job_digest(args: argparse.Namespace, plan: Plan) -> str:
+def job_digest(args: argparse.Namespace, plan: Plan, loader) -> str:
     """The digest recorded in every output; a video's also covers the encoder settings."""
-    settings = job_settings_from_args(args)
+    settings = job_settings_from_args(args, loader)
     if not plan.video:
         return settings.digest()
     from dataclasses import asdict
@@ -135,46 +121,6 @@ def job_digest(args: argparse.Namespace, plan: Plan) -> str:
     from elan_deploy.batch.video import choose_codec
 
     return settings.digest(video={**asdict(_video_options(args)), "codec": choose_codec(args.codec)[0]})
-
-
-def _start_video(args: argparse.Namespace, plan: Plan, digest: str) -> int:
-    """Open the engine and run the video; its output is recorded as this input's with these settings."""
-    from elan_deploy.fileio import file_sha256
-
-    tag = OutputTag(file_sha256(plan.jobs[0].source), digest)
-    _, engine, _, settings = open_engine_for(args)
-    return _run_video(args, plan, settings.upscaler(engine), tag)
-
-
-def _run_video(args: argparse.Namespace, plan: Plan, upscaler: Upscaler, tag: OutputTag) -> int:
-    from elan_deploy.batch.video import choose_codec, upscale_video
-
-    job = plan.jobs[0]
-    _, note = choose_codec(args.codec)
-    if note:
-        stderr.print(f"note: {note}", markup=False)
-    summary = BatchSummary()
-    with progress() as bar:
-        task = bar.add_task(f"upscale video x{upscaler.scale}", total=None)
-        started = time.perf_counter()
-
-        def on_frame(done: int, total: int | None) -> None:
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            left = f", {(total - done) / rate:.0f} s left" if total and total >= done else ""
-            bar.update(task, completed=done, total=total, description=f"upscale video x{upscaler.scale} ({rate:.2f} frames/s{left})")
-
-        reports = []
-
-        def work() -> tuple[str, ...]:
-            reports.append(upscale_video(job.source, job.output, upscaler, _video_options(args), on_frame))
-            record_output(job.output, tag)  # provenance: a rerun knows this complete output as done
-            return reports[-1].notes  # a partial decode, a bit depth or chroma the encoder could not keep
-
-        summary.add(run_guarded(job.source, job.output, work))
-    for report in reports:
-        stderr.print(f"{report.frames} frames in {report.seconds:.1f} s ({report.frames / report.seconds:.2f} frames/s), "
-                     f"{report.codec}, {report.audio_streams} audio stream(s) copied", markup=False)
-    return summary.finish(lambda line: stderr.print(line, markup=False, soft_wrap=True), str(job.output), "video")
 
 
 def _crf(text: str) -> int:

@@ -1,8 +1,8 @@
 """From `runtime:precision` specs to built engines and Polygraphy runners.
 
-Engines are built (or found) through the engine cache exactly as `build`, `upscale` and `bench`
-build them, so the diff checks the engines users run: ONNX Runtime on the exported FP32 ONNX,
-the typed FP16 ONNX or the Q/DQ INT8 ONNX that `open_engine` makes; OpenVINO on its IR (NNCF
+Engines are built (or found) through the engine cache by the same `EngineLoader` as `build`,
+`upscale` and `bench` use, so the diff checks the engines users run: ONNX Runtime on the exported
+FP32 ONNX, the typed FP16 ONNX or the Q/DQ INT8 ONNX the loader makes; OpenVINO on its IR (NNCF
 INT8 for `openvino:int8`). ONNX Runtime sessions and OpenVINO compiled models are handed to
 Polygraphy's `OnnxrtRunner` and our `OpenVINORunner`; every other runtime (PyTorch, TensorRT,
 Core ML) runs through `EngineRunner`.
@@ -18,9 +18,9 @@ from typing import Any
 
 from elan_deploy.diff.spec import EngineSpec
 from elan_deploy.errors import ElanDeployError, WorkFailed
-from elan_deploy.runtimes import BuildOptions, EngineCache, ModelSource, ShapeRange
+from elan_deploy.runtimes import RUNTIMES_FROM_ONNX, EngineLoader, ModelSource, ShapeRange
 
-ONNX_RUNTIMES = ("onnxruntime", "openvino")
+GRAPH_RUNTIMES = ("onnxruntime", "openvino")  # runtimes whose engine is an ONNX/IR graph Polygraphy can read tensor by tensor
 DEFAULT_INPUT, DEFAULT_OUTPUT = "lr", "sr"  # the names export.onnx_export gives the graph
 
 
@@ -43,12 +43,15 @@ class EngineSet:
 
     source: ModelSource
     shapes: ShapeRange
-    options: BuildOptions
-    cache: EngineCache
+    threads: int | None
+    cache_root: Path
+
+    def loader(self, spec: EngineSpec) -> EngineLoader:
+        return EngineLoader(self.source, spec.runtime, spec.precision, self.shapes, self.threads, self.cache_root)
 
     def io_names(self, specs: list[EngineSpec]) -> tuple[str, str]:
         """The graph's input and output names (from the ONNX when an engine reads it)."""
-        if not any(s.runtime in ONNX_RUNTIMES + ("tensorrt",) for s in specs):
+        if not any(s.runtime in RUNTIMES_FROM_ONNX for s in specs):
             return DEFAULT_INPUT, DEFAULT_OUTPUT
         import onnx
 
@@ -59,18 +62,16 @@ class EngineSet:
 
     def prepare(self, spec: EngineSpec) -> PreparedEngine:
         """Build (or find in the cache) the engine's files; INT8 calibrates here on first use."""
-        from elan_deploy.runtimes import build_engine, get_runtime, needs_build
-
-        get_runtime(spec.runtime).check()
-        folder = build_engine(self.source, spec.runtime, spec.precision, self.shapes, self.options, self.cache) if needs_build(spec.runtime) else None
-        return PreparedEngine(spec, folder)
+        loader = self.loader(spec)
+        loader.backend()  # a missing runtime fails here, before any other engine is built
+        return PreparedEngine(spec, loader.build() if loader.needs_build else None)
 
     def opener(self, prepared: PreparedEngine) -> Callable[[], Any]:
         """A Polygraphy-style loader: opens the engine from the cache and records its EngineInfo."""
-        from elan_deploy.runtimes import open_engine
+        loader = self.loader(prepared.spec)
 
         def open_it() -> Any:
-            engine = open_engine(self.source, prepared.spec.runtime, prepared.spec.precision, self.shapes, self.options, self.cache)
+            engine = loader.open()
             info = engine.info
             prepared.info.update(
                 runtime_version=info.runtime_version, precision_used=info.precision_used, threads=info.threads, device=info.device,
@@ -116,7 +117,7 @@ def polygraphy_logging(verbose: bool = False) -> Iterator[None]:
 
 
 def check_layer_reference(spec: EngineSpec) -> None:
-    if spec.runtime not in ONNX_RUNTIMES:
+    if spec.runtime not in GRAPH_RUNTIMES:
         raise ElanDeployError(
             f"--layers compares ONNX graphs tensor by tensor; the reference '{spec}' does not run one: "
             f"put an onnxruntime or openvino engine first"

@@ -45,9 +45,9 @@ class LayerTarget:
     def tensor_names(self) -> set[str]:
         if self.kind == "onnxruntime":
             return onnx_tensor_names(self.model)
-        from elan_deploy.diff.runners import _import_openvino, tensor_names
+        from elan_deploy.diff.runners import import_openvino, tensor_names
 
-        return tensor_names(_import_openvino().Core().read_model(str(self.model)))
+        return tensor_names(import_openvino().Core().read_model(str(self.model)))
 
     def runner(self, outputs: list[str], mark_all: bool = False, input_shape: tuple[int, ...] | None = None):
         """A Polygraphy runner whose outputs are `outputs` (or every tensor, with `mark_all`).

@@ -17,15 +17,9 @@ from collections.abc import Iterable
 import numpy as np
 from polygraphy.comparator import PsnrCompareFunc
 
+from elan_deploy.metrics import psnr_from_mse
+
 IMAGE_PEAK = 255.0
-
-
-def psnr_from_mse(mse: float, peak: float) -> float:
-    if math.isnan(mse):
-        return math.nan
-    if mse == 0:
-        return math.inf
-    return 10.0 * math.log10(peak * peak / mse)
 
 
 def mse_from_psnr(psnr: float, peak: float) -> float:

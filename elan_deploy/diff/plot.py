@@ -1,4 +1,8 @@
-"""Error against depth: each engine's per-tensor PSNR along the reference graph (matplotlib, optional)."""
+"""Error against depth: each engine's per-tensor PSNR along the reference graph (matplotlib, optional).
+
+Drawn through `elan_deploy.plotting` (an Agg figure of its own, no pyplot), so running the diff
+from a library or a notebook switches no global backend and leaves no open figure behind.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +10,22 @@ import math
 from pathlib import Path
 
 from elan_deploy.diff.layers import LayerReport
+from elan_deploy.plotting import FIGURE_DPI, matplotlib_missing, new_figure, save_png
 
 IDENTICAL_DB = 160.0  # where identical tensors (infinite PSNR) are drawn
 
 
 def plot_available() -> str | None:
     """None when matplotlib is installed, else the reason the plot is not drawn."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if matplotlib_missing() is not None:
         return "matplotlib is not installed (pip install 'elan-deploy[plot]'); no layer plot was drawn"
     return None
 
 
 def plot_layers(reports: list[LayerReport], threshold_db: float, path: Path, title: str) -> Path:
     """Write the PNG atomically; identical tensors sit on a line at the top, marked as such."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from elan_deploy.fileio import atomic_path
-
-    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=110)
+    fig = new_figure(11, 4.5, FIGURE_DPI)
+    ax = fig.subplots()
     for report in reports:
         if not report.rows:
             continue
@@ -53,7 +50,5 @@ def plot_layers(reports: list[LayerReport], threshold_db: float, path: Path, tit
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
     return path

@@ -13,7 +13,7 @@ from elan_deploy.diff.inputs import DiffInputs, natural_inputs
 from elan_deploy.diff.layers import DEFAULT_BUDGET_MB, LayerReport, LayerTarget, compare_layers
 from elan_deploy.diff.outputs import EngineDiff, Tolerances, compare_outputs, verdict
 from elan_deploy.diff.spec import EngineSpec
-from elan_deploy.runtimes import BuildOptions, EngineCache, ModelSource, ShapeRange
+from elan_deploy.runtimes import RUNTIMES_FROM_ONNX, ModelSource, ShapeRange
 from elan_deploy.runtimes.base import Shape
 
 SCHEMA = "elan-deploy/diff/1"
@@ -102,7 +102,7 @@ def _layer_target(engines: EngineSet, prepared: PreparedEngine) -> LayerTarget |
         # The precision the engine actually ran (INT8 engines: their float parts' precision).
         used = str(prepared.info.get("precision_used") or prepared.spec.precision.value).split("+")[-1]
         precision = used if used in ("fp32", "bf16", "fp16") else "fp32"
-        return LayerTarget(prepared.label, "openvino", prepared.folder / IR_XML, precision=precision, threads=engines.options.threads)
+        return LayerTarget(prepared.label, "openvino", prepared.folder / IR_XML, precision=precision, threads=engines.threads)
     return None
 
 
@@ -111,13 +111,13 @@ def _layer_graph(engines: EngineSet, target: LayerTarget) -> Path:
     return target.model if target.kind == "onnxruntime" else Path(engines.source.onnx_path())
 
 
-def run_diff(source: ModelSource, cache: EngineCache, config: DiffConfig, progress: Progress | None = None) -> DiffResult:
+def run_diff(source: ModelSource, cache_root: Path, config: DiffConfig, progress: Progress | None = None) -> DiffResult:
     from polygraphy.comparator import Comparator, RunResults
 
     say = progress or (lambda message: None)
     if config.layers:
         check_layer_reference(config.engines[0])
-    engines = EngineSet(source, ShapeRange.static(config.shape), BuildOptions(threads=config.threads), cache)
+    engines = EngineSet(source, ShapeRange.static(config.shape), config.threads, cache_root)
     input_name, output_name = engines.io_names(config.engines)
     inputs = natural_inputs(config.shape, config.iterations, config.images, input_name)
     prepared = []
@@ -145,7 +145,7 @@ def run_diff(source: ModelSource, cache: EngineCache, config: DiffConfig, progre
     reference_results = RunResults()
     reference_results.append(run_results[0])
     result = DiffResult(config, rows, inputs, reference_results)
-    if any(p.spec.runtime in ("onnxruntime", "openvino", "tensorrt") for p in prepared):
+    if any(p.spec.runtime in RUNTIMES_FROM_ONNX for p in prepared):
         result.source_onnx = str(source.onnx_path())
     if config.layers:
         _run_layers(engines, prepared, rows, result, config, say)

@@ -24,14 +24,9 @@ from polygraphy.backend.base import BaseLoader, BaseRunner
 from polygraphy.common import TensorMetadata
 from polygraphy.datatype import DataType
 
-# Toolkit precision names -> OpenVINO's INFERENCE_PRECISION_HINT values.
-OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+from elan_deploy.runtimes.openvino_rt import FLOAT_PRECISION_HINTS as OPENVINO_HINTS
+from elan_deploy.runtimes.openvino_rt import import_openvino
 
-
-def _import_openvino() -> Any:
-    from elan_deploy.runtimes.openvino_rt import _import_openvino as load
-
-    return load()
 
 
 class CompileOpenVINOModel(BaseLoader):
@@ -61,7 +56,7 @@ class CompileOpenVINOModel(BaseLoader):
         self.input_shape = tuple(input_shape) if input_shape is not None else None
 
     def call_impl(self) -> Any:
-        ov = _import_openvino()
+        ov = import_openvino()
         core = ov.Core()
         model, _ = util.invoke_if_callable(self._model)
         if isinstance(model, (bytes, bytearray)):

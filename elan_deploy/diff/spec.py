@@ -25,7 +25,7 @@ class EngineSpec:
     @classmethod
     def parse(cls, text: str) -> EngineSpec:
         """`onnxruntime:fp32`, `openvino:bf16`, ...; a wrong runtime or precision is bad usage."""
-        from elan_deploy.runtimes import RUNTIME_NAMES, get_runtime
+        from elan_deploy.runtimes import RUNTIME_NAMES, runtime_precisions
 
         runtime, sep, precision = text.strip().partition(":")
         if not sep or not runtime or not precision:
@@ -33,7 +33,7 @@ class EngineSpec:
         if runtime not in RUNTIME_NAMES:
             raise ElanDeployError(f"bad engine '{text}': unknown runtime '{runtime}'; choose one of {', '.join(RUNTIME_NAMES)}")
         parsed = Precision.parse(precision)
-        supported = get_runtime(runtime).precisions
+        supported = runtime_precisions(runtime)
         if parsed not in supported:
             names = ", ".join(p.value for p in supported)
             raise ElanDeployError(f"bad engine '{text}': {runtime} does not run {parsed.value}; choose one of {names}")

@@ -9,30 +9,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from elan_deploy.choices import Choice
 from elan_deploy.errors import ElanDeployError
+from elan_deploy.geometry import MULTIPLE
+
+if TYPE_CHECKING:  # source.py pulls in the export code; the protocol only names the type
+    from elan_deploy.runtimes.source import ModelSource
 
 
-class Precision(str, Enum):
+class Precision(Choice):
     """Toolkit-wide precision names; each runtime maps them to its own spelling."""
 
     FP32 = "fp32"
     FP16 = "fp16"
     BF16 = "bf16"
     INT8 = "int8"
-
-    @classmethod
-    def parse(cls, value: str | Precision) -> Precision:
-        try:
-            return cls(str(value.value if isinstance(value, Precision) else value).lower())
-        except ValueError:
-            names = ", ".join(p.value for p in cls)
-            raise ElanDeployError(f"unknown precision '{value}'; choose one of {names}") from None
 
 
 Shape = tuple[int, int, int, int]
@@ -44,8 +40,8 @@ def parse_shape(text: str) -> Shape:
     if not m:
         raise ElanDeployError(f"bad shape '{text}'; write NxCxHxW, e.g. 1x3x192x320")
     shape = tuple(int(v) for v in m.groups())
-    if shape[1] != 3 or shape[0] < 1 or shape[2] % 16 or shape[3] % 16 or not shape[2] or not shape[3]:
-        raise ElanDeployError(f"bad shape '{text}': need N>=1, C=3 and H, W positive multiples of 16")
+    if shape[1] != 3 or shape[0] < 1 or shape[2] % MULTIPLE or shape[3] % MULTIPLE or not shape[2] or not shape[3]:
+        raise ElanDeployError(f"bad shape '{text}': need N>=1, C=3 and H, W positive multiples of {MULTIPLE}")
     return shape  # type: ignore[return-value]
 
 
@@ -134,10 +130,21 @@ class BuildOptions:
 LOAD_ONLY_OPTIONS = frozenset({"threads"})
 
 
+@runtime_checkable
 class Runtime(Protocol):
+    """What `EngineLoader` (runtimes/loader.py), the only caller, uses of a runtime.
+
+    Runtimes that convert the model write an engine file with `build` and read it with `load`;
+    runtimes that run the checkpoint itself (`needs_build` False: torch, torch-compile) have no
+    file and `open` the model source directly. `RuntimeDefaults` supplies the half a runtime
+    does not use, so every runtime has the whole interface and nothing is probed with getattr.
+    """
+
     name: str
     extra: str  # pip extra that installs it
     precisions: tuple[Precision, ...]
+    needs_build: bool
+    default_shapes: ShapeRange  # engine shapes when the user gives none
 
     def check(self) -> None:
         """Raise RuntimeUnavailable naming the missing package/hardware and the install hint."""
@@ -145,14 +152,31 @@ class Runtime(Protocol):
 
     def version(self) -> str: ...
 
-    def build(self, onnx: Path, precision: Precision, shapes: ShapeRange, out: Path, options: BuildOptions) -> None:
-        """Write an engine to `out` (a file or folder) atomically."""
+    def build(self, source: ModelSource, precision: Precision, shapes: ShapeRange, out: Path, options: BuildOptions) -> None:
+        """Write an engine into the folder `out` (the cache publishes the folder atomically)."""
         ...
 
-    def load(self, engine: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> Engine: ...
+    def load(self, engine: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> Engine:
+        """The engine in a folder `build` wrote."""
+        ...
+
+    def open(self, source: ModelSource, precision: Precision, options: BuildOptions) -> Engine:
+        """The engine straight from the model source (runtimes without an engine file)."""
+        ...
 
 
-def check_input(x: np.ndarray, multiple: int = 16) -> np.ndarray:
+class RuntimeDefaults:
+    """The defaults of a runtime that builds an engine file: `open` is the other kind's method."""
+
+    name: str
+    needs_build = True
+    default_shapes = DEFAULT_SHAPES
+
+    def open(self, source: ModelSource, precision: Precision, options: BuildOptions) -> Engine:
+        raise ElanDeployError(f"runtime '{self.name}' runs an engine file: build it, then load it (EngineLoader does both)")
+
+
+def check_input(x: np.ndarray, multiple: int = MULTIPLE) -> np.ndarray:
     if x.ndim != 4 or x.shape[1] != 3:
         raise ElanDeployError(f"engine input must be N,3,H,W; got shape {tuple(x.shape)}")
     if x.shape[2] % multiple or x.shape[3] % multiple:

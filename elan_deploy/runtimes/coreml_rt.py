@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
-from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, Shape, ShapeRange, check_input
+from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, RuntimeDefaults, Shape, ShapeRange, check_input
 from elan_deploy.runtimes.source import ModelSource
 
 # One Upscaler tile (elan_deploy.upscale.DEFAULT_TILE, kept equal by a test; runtimes do not
@@ -250,17 +250,16 @@ def op_output_dtypes(mlpackage: Path, op_type: str) -> set[str]:
 
 class PredictionNeedsMacOS(RuntimeUnavailable):
     """The .mlpackage was converted, but Core ML prediction needs macOS: a note, not a failure,
-    for a command whose job is conversion (`build`)."""
+    for a command whose job is conversion (`build`), which reports the converted engine's `info`."""
+
+    def __init__(self, message: str, info: EngineInfo) -> None:
+        super().__init__(message)
+        self.info = info
 
 
 def can_predict() -> bool:
     """True where Core ML can run a converted model (macOS); conversion works everywhere."""
     return platform.system() == "Darwin"
-
-
-def _require_macos(package: Path) -> None:
-    if not can_predict():
-        raise PredictionNeedsMacOS(f"Core ML prediction needs macOS; the .mlpackage was converted at {package}")
 
 
 class CoreMLEngine:
@@ -287,11 +286,11 @@ class CoreMLEngine:
         return np.asarray(self.model.predict({INPUT_NAME: x})[OUTPUT_NAME], dtype=np.float32)
 
 
-class CoreMLRuntime:
+class CoreMLRuntime(RuntimeDefaults):
     name = "coreml"
     extra = "coreml"
     precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
-    default_shapes = DEFAULT_SHAPES  # read by runtimes.default_shapes_for when --shapes is not given
+    default_shapes = DEFAULT_SHAPES  # this module's: one static tile, what Core ML runs fastest
 
     def __init__(self, keep_attention_fp32: bool = True) -> None:
         self.keep_attention_fp32 = keep_attention_fp32
@@ -333,6 +332,8 @@ class CoreMLRuntime:
 
     def load(self, engine: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> CoreMLEngine:
         package = engine / PACKAGE
-        _require_macos(package)
+        if not can_predict():
+            message = f"Core ML prediction needs macOS; the .mlpackage was converted at {package}"
+            raise PredictionNeedsMacOS(message, self.converted_info(engine, precision))
         info = json.loads((engine / BUILD_INFO).read_text())
         return CoreMLEngine(package, precision, [tuple(s) for s in info["shapes"]], info["precision_used"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from elan_deploy.errors import RuntimeUnavailable
-from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, ShapeRange, check_input
+from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, RuntimeDefaults, ShapeRange, check_input
 from elan_deploy.runtimes.source import ModelSource, copy_onnx
 
 ENGINE_FILE = "model.onnx"
@@ -49,7 +49,7 @@ class OnnxRuntimeEngine:
         return self.session.run(None, {self.input_name: check_input(x)})[0]
 
 
-class OnnxRuntimeRuntime:
+class OnnxRuntimeRuntime(RuntimeDefaults):
     name = "onnxruntime"
     extra = "onnxruntime (core dependency)"
     precisions = (Precision.FP32, Precision.FP16, Precision.INT8)

@@ -13,16 +13,18 @@ from pathlib import Path
 import numpy as np
 
 from elan_deploy.errors import RuntimeUnavailable
-from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, ShapeRange, check_input
+from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, RuntimeDefaults, ShapeRange, check_input
 from elan_deploy.runtimes.source import ModelSource
 
 IR_XML = "model.xml"
 # INT8 engines run their float islands in bf16: with f32 they were ~1.4x slower at equal quality.
 _HINTS = {Precision.FP32: "f32", Precision.BF16: "bf16", Precision.FP16: "f16", Precision.INT8: "bf16"}
 _TYPE_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+# Float precision names -> OpenVINO's INFERENCE_PRECISION_HINT values (what `diff` pins per tensor run).
+FLOAT_PRECISION_HINTS = {name: hint for hint, name in _TYPE_NAMES.items()}
 
 
-def _import_openvino():
+def import_openvino():
     try:
         import openvino as ov
     except ImportError:
@@ -36,13 +38,13 @@ def partial_shape(shapes: ShapeRange):
     Bounded dims make the CPU plugin pre-plan buffers for the upper bound, and the attention
     maps at 4x3x512x512 overflow its size arithmetic at compile time.
     """
-    ov = _import_openvino()
+    ov = import_openvino()
     return ov.PartialShape([ov.Dimension(lo) if lo == hi else ov.Dimension(-1) for lo, hi in zip(shapes.min, shapes.max)])
 
 
 class OpenVINOEngine:
     def __init__(self, xml: Path, precision: Precision, options: BuildOptions) -> None:
-        ov = _import_openvino()
+        ov = import_openvino()
         core = ov.Core()
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if options.threads:
@@ -67,22 +69,22 @@ class OpenVINOEngine:
         return np.asarray(result[self.compiled.output(0)])
 
 
-class OpenVINORuntime:
+class OpenVINORuntime(RuntimeDefaults):
     name = "openvino"
     extra = "openvino"
     precisions = (Precision.FP32, Precision.BF16, Precision.FP16, Precision.INT8)
 
     def check(self) -> None:
-        _import_openvino()
+        import_openvino()
 
     def version(self) -> str:
-        return _import_openvino().get_version()
+        return import_openvino().get_version()
 
     def build(self, source: ModelSource, precision: Precision, shapes: ShapeRange, out: Path, options: BuildOptions) -> None:
-        ov = _import_openvino()
+        ov = import_openvino()
         if precision is Precision.INT8:
             # NNCF on the same float set the T91 sensitivity search chose for the Q/DQ file:
-            # equal quality and ~5 % faster than running that Q/DQ file (bench/int8_search.py).
+            # equal quality and ~5 % faster than running that Q/DQ file (experiments/int8_search.py).
             from elan_deploy.calibration.nncf_int8 import nncf_int8_model
 
             model = nncf_int8_model(source)

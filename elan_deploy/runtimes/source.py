@@ -21,6 +21,7 @@ from elan_deploy.fileio import file_sha256
 
 if TYPE_CHECKING:  # the checkpoint module imports torch; engines loaded from files never need it
     from elan_deploy.model.checkpoint import LoadedCheckpoint
+    from elan_deploy.model.config import SizeRules
     from elan_deploy.model.range_guard import RangeGuard
 from elan_deploy.scratch import cache_root
 
@@ -65,6 +66,11 @@ class ModelSource:
     def model_id(self) -> str:
         return self.loaded.config.model_id
 
+    @property
+    def size_rules(self) -> SizeRules:
+        """The network's scale and input multiple (padding, tiling and engine shapes follow them)."""
+        return self.loaded.config.size_rules
+
     def export_config(self):
         from elan_deploy.export import ExportConfig
 
@@ -72,6 +78,26 @@ class ModelSource:
         if self.opset is not None:
             kwargs["opset"] = self.opset
         return ExportConfig(**kwargs)
+
+    def __getstate__(self) -> dict:
+        """Pickled with the checkpoint as one `torch.save` blob: bench workers and Ray actors get an
+        `EngineLoader` holding this source, and torch's multiprocessing pickler would otherwise share
+        every tensor through its own file descriptor, more than a forkserver passes to a process."""
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(self.loaded, buffer)
+        return {**self.__dict__, "loaded": buffer.getvalue()}
+
+    def __setstate__(self, state: dict) -> None:
+        import io
+
+        import torch
+
+        loaded = torch.load(io.BytesIO(state["loaded"]), weights_only=False)  # written by __getstate__ above
+        self.__dict__.update({**state, "loaded": loaded})
 
     def range_guard(self) -> RangeGuard | None:
         """The clamps this network carries: measured on T91 for a checkpoint (cached), read from a

@@ -40,7 +40,7 @@ import numpy as np
 
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
 from elan_deploy.fileio import atomic_path
-from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, Shape, ShapeRange, check_input
+from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, RuntimeDefaults, Shape, ShapeRange, check_input
 from elan_deploy.runtimes.source import ModelSource
 
 PLAN = "model.plan"
@@ -257,7 +257,7 @@ class TensorRTEngine:
         return out.float().cpu().numpy()
 
 
-class TensorRTRuntime:
+class TensorRTRuntime(RuntimeDefaults):
     name = "tensorrt"
     extra = "tensorrt"
     precisions = (Precision.FP32, Precision.FP16, Precision.INT8)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, ShapeRange, check_input
+from elan_deploy.errors import ElanDeployError
+from elan_deploy.runtimes.base import DEFAULT_SHAPES, BuildOptions, Engine, EngineInfo, Precision, ShapeRange, check_input
 from elan_deploy.runtimes.source import ModelSource
 
 
@@ -38,6 +39,7 @@ class TorchRuntime:
     extra = "torch (core dependency)"
     precisions = (Precision.FP32, Precision.BF16)
     needs_build = False
+    default_shapes = DEFAULT_SHAPES
 
     def check(self) -> None:
         return None
@@ -46,7 +48,10 @@ class TorchRuntime:
         return torch.__version__
 
     def build(self, source: ModelSource, precision: Precision, shapes: ShapeRange, out: Path, options: BuildOptions) -> None:
-        raise NotImplementedError("the torch runtime runs the checkpoint directly; nothing to build")
+        raise ElanDeployError(f"runtime '{self.name}' runs the checkpoint directly; there is no engine to build")
+
+    def load(self, engine: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> Engine:
+        raise ElanDeployError(f"runtime '{self.name}' runs the checkpoint directly; there is no engine file to load")
 
     def open(self, source: ModelSource, precision: Precision, options: BuildOptions) -> TorchEngine:
         return TorchEngine(source.reference_module(), precision, options.threads)

@@ -5,18 +5,26 @@ take request numbers from one counter until M requests have been sent or the tim
 passed, so a run is bounded in both. Every response is checked: UINT8, [N, sH, sW, 3] with one
 integer scale s >= 2; anything else counts as an error. Latency is wall-clock per request on the
 client, including transfer and (de)serialisation, as a user of the server sees it.
+
+`run_loadtest` runs one such test per concurrency level against the same server and model, and
+turns each level into a row of the common results schema, naming the engine the server declares.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
+from elan_deploy.results import ResultRow, results_document
+from elan_deploy.serve.request_images import DEFAULT_SIZE, load_request_images, parse_size
 
 PROTOCOLS = ("http", "grpc")
 
@@ -228,3 +236,125 @@ def run_load(config: LoadTestConfig, images: list[np.ndarray], names: tuple[str,
         t.join()
     result.wall_s = time.perf_counter() - start
     return result
+
+
+def declared_version(declared: dict[str, str]) -> str | None:
+    """The runtime version a server declares in `built_with` ("onnxruntime 1.32.0"), if any."""
+    built_with = declared.get("built_with", "")
+    return built_with.split(" ", 1)[1] if " " in built_with else None
+
+
+@dataclass(frozen=True)
+class LoadtestSettings:
+    """A whole load test: one `LoadTestConfig` per concurrency level, the request images, and the
+    engine to name in the results when the server's model does not declare it."""
+
+    url: str
+    model_name: str
+    levels: tuple[int, ...] = (1,)
+    protocol: str = "http"
+    requests: int = 50
+    warmup: int = 2
+    timeout_s: float = 60.0
+    time_limit_s: float = 300.0
+    images: Path | None = None  # None: the bundled T91 samples
+    size: str = DEFAULT_SIZE  # HxW centre crop, or "full"
+    runtime: str | None = None
+    precision: str | None = None
+    require_engine: bool = False  # the results must name runtime and precision (a results document is wanted)
+
+    def configs(self) -> list[LoadTestConfig]:
+        return [
+            LoadTestConfig(
+                url=self.url, model_name=self.model_name, protocol=self.protocol, concurrency=level, requests=self.requests,
+                warmup=self.warmup, timeout_s=self.timeout_s, time_limit_s=self.time_limit_s,
+            )
+            for level in self.levels
+        ]
+
+    def check(self) -> None:
+        """Refuse settings no level could run with, before anything is read or connected to."""
+        for config in self.configs():
+            config.check()
+
+
+@dataclass
+class LoadtestRun:
+    """Every level's measurements, and the same as rows of the common results schema."""
+
+    settings: LoadtestSettings
+    address: str
+    shape: str | None  # "1x3xHxW" when every request has the same size
+    results: list[LoadTestResult]
+    rows: list[ResultRow]
+
+    @property
+    def failed_requests(self) -> int:
+        return sum(r.errors for r in self.results)
+
+    @property
+    def stopped_by_time_limit(self) -> bool:
+        return any(r.stopped_by_time_limit for r in self.results)
+
+    def to_json(self, command: str) -> dict[str, Any]:
+        """The results document, with the command line that produced it."""
+        document = results_document(self.rows)
+        document["command"] = command
+        return document
+
+
+def _row_extra(config: LoadTestConfig, result: LoadTestResult, shape: str | None) -> dict[str, Any]:
+    """The `loadtest` fields of one level's row (see results_schema.json)."""
+    extra: dict[str, Any] = {
+        "kind": "loadtest", "protocol": config.protocol, "url": config.address, "concurrency": config.concurrency,
+        "requests": result.sent, "errors": result.errors, "wall_s": round(result.wall_s, 3),
+        "requests_per_s": round(result.requests_per_s, 3), "images_per_s": round(result.images_per_s, 3),
+        "output_mpix_per_s": round(result.output_pixels / result.wall_s / 1e6, 3) if result.wall_s else 0.0,
+        "stopped_by_time_limit": result.stopped_by_time_limit,
+    }
+    if shape:
+        extra["shape"] = shape
+    if result.latencies_ms:
+        for name, q in (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99)):
+            extra[name] = round(result.percentile(q), 3)
+        extra.update(
+            min_ms=round(min(result.latencies_ms), 3), max_ms=round(max(result.latencies_ms), 3),
+            mean_ms=round(float(np.mean(result.latencies_ms)), 3),
+        )
+    if result.error_messages:
+        extra["first_error"] = result.error_messages[0]
+    return extra
+
+
+def run_loadtest(settings: LoadtestSettings, on_level: Callable[[LoadTestConfig], None] | None = None) -> LoadtestRun:
+    """Run every concurrency level in turn against the model the server describes; `on_level` hears of each
+    level before it starts. Fails before the first request when the results could not name the engine."""
+    from elan_deploy.runtimes import Precision
+
+    configs = settings.configs()
+    if settings.precision is not None:
+        Precision.parse(settings.precision)
+    images, dataset = load_request_images(settings.images, parse_size(settings.size))
+    probe = TritonImageClient(configs[0])
+    input_name, output_name, declared = probe.describe()
+    probe.close()
+    runtime = declared.get("runtime") or settings.runtime
+    precision = declared.get("precision") or settings.precision
+    if settings.require_engine and (runtime is None or precision is None):
+        raise ElanDeployError(
+            f"model '{settings.model_name}' does not declare its engine; pass --runtime and --precision "
+            "(as given to `elan-deploy serve`) so the JSON says what was measured"
+        )
+    shape = f"1x3x{images[0].shape[0]}x{images[0].shape[1]}" if len({img.shape for img in images}) == 1 else None
+    run = LoadtestRun(settings, configs[0].address, shape, results=[], rows=[])
+    for config in configs:
+        if on_level is not None:
+            on_level(config)
+        result = run_load(config, images, (input_name, output_name))
+        run.results.append(result)
+        run.rows.append(ResultRow(
+            model=declared.get("model", settings.model_name), runtime=runtime or "unknown", precision=precision or "unknown",
+            dataset=dataset, images=len(images), runtime_version=declared_version(declared),
+            precision_used=declared.get("precision_used") or None, extra=_row_extra(config, result, shape),
+        ))
+    return run

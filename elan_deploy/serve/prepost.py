@@ -2,8 +2,8 @@
 
 This module imports nothing but NumPy on purpose: `elan-deploy serve` uses its checks, and
 `elan-deploy triton-repo` copies it beside the Python-backend model of the repository, where
-it runs inside a stock Triton container that has NumPy but not elan-deploy. The Upscaler
-imports its reflect padding from here, so there is one copy.
+it runs inside a stock Triton container that has NumPy but not elan-deploy. The padding
+comes from `geometry.py` (NumPy only too), shipped beside it, which the Upscaler uses as well.
 
 Wire format, the same for `serve` and the repository's ensemble: input `image`, UINT8
 [N, H, W, 3] RGB; output `image`, UINT8 [N, sH, sW, 3].
@@ -15,7 +15,14 @@ import re
 
 import numpy as np
 
-MULTIPLE = 16  # the network's window grid: H and W of the float tensor are multiples of it
+try:  # inside the toolkit
+    from elan_deploy.geometry import pad_reflect, round_up
+except ImportError:  # in a Triton model repository, geometry.py lies beside this file
+    try:
+        from .geometry import pad_reflect, round_up
+    except ImportError:  # loaded as a top-level module
+        from geometry import pad_reflect, round_up
+
 DEFAULT_MAX_PIXELS = 2048 * 2048  # LR pixels per request (all images of the batch together)
 
 
@@ -63,22 +70,6 @@ def last_error_line(text: str, limit: int = 500) -> str:
     exception = re.fullmatch(r"(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)(?:: (.*))?", lines[-1])
     line = lines[-1] if exception is None else exception.group(2) or f"inference failed: {exception.group(1)}"
     return line[:limit]
-
-
-def round_up(value: int, multiple: int = MULTIPLE) -> int:
-    return -(-value // multiple) * multiple
-
-
-def pad_reflect(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Pad HxWxC bottom/right to (height, width) by mirroring, repeatedly for tiny images."""
-    out = image
-    while out.shape[0] < height or out.shape[1] < width:
-        ph = min(height - out.shape[0], out.shape[0] - 1)
-        pw = min(width - out.shape[1], out.shape[1] - 1)
-        if ph <= 0 and pw <= 0:  # 1-pixel image: mirroring cannot grow it
-            return np.pad(out, ((0, height - out.shape[0]), (0, width - out.shape[1]), (0, 0)), mode="edge")
-        out = np.pad(out, ((0, max(ph, 0)), (0, max(pw, 0)), (0, 0)), mode="reflect")
-    return out
 
 
 def preprocess(batch: np.ndarray, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:

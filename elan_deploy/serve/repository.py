@@ -5,11 +5,11 @@ Layout written by `elan-deploy triton-repo OUT`:
     OUT/<name>/config.pbtxt            ensemble: `image` UINT8 [N,H,W,3] -> `upscaled` UINT8 [N,sH,sW,3]
     OUT/<name>/1/                      (empty: ensembles have no files, Triton wants the version)
     OUT/<name>-pre/config.pbtxt        Python backend: pad + NCHW float, request checks
-    OUT/<name>-pre/1/model.py, prepost.py
+    OUT/<name>-pre/1/model.py, prepost.py, geometry.py
     OUT/<name>-net/config.pbtxt        onnxruntime_onnx | openvino | tensorrt_plan, FP32 NCHW 0..255, dims [3,-1,-1]
     OUT/<name>-net/1/model.onnx | model.xml + model.bin | model.plan
     OUT/<name>-post/config.pbtxt       Python backend: crop, round, clip to UINT8 NHWC
-    OUT/<name>-post/1/model.py, prepost.py
+    OUT/<name>-post/1/model.py, prepost.py, geometry.py
     OUT/elan-deploy-repository.json    what was written (Triton reads only the model folders)
 
 Clients send the same request to the ensemble as to `elan-deploy serve` and read the output
@@ -27,6 +27,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from elan_deploy import geometry
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
 from elan_deploy.fileio import atomic_path, missing_folder_error
 from elan_deploy.serve.prepost import DEFAULT_MAX_PIXELS
@@ -38,6 +39,7 @@ NET_INPUT, NET_OUTPUT = "lr", "sr"  # the exported ONNX graph's tensor names (ex
 # forever for a tensor it already has, so the ensemble answers with `upscaled`.
 ENSEMBLE_OUTPUT = "upscaled"
 _HERE = Path(__file__).resolve().parent
+GEOMETRY_FILE = Path(geometry.__file__)  # prepost.py's padding, shipped beside it
 
 # runtime -> (config key, value, model file(s) in the engine folder, default_model_filename)
 BACKENDS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
@@ -228,6 +230,7 @@ def write_repository(out: Path, spec: RepositorySpec, engine_folder: Path) -> li
         for folder in (spec.pre, spec.post):
             shutil.copyfile(_HERE / "triton_python_model.py", tmp / folder / VERSION / "model.py")
             shutil.copyfile(_HERE / "prepost.py", tmp / folder / VERSION / "prepost.py")
+            shutil.copyfile(GEOMETRY_FILE, tmp / folder / VERSION / "geometry.py")
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         (tmp / MARKER).write_text(json.dumps({"spec": asdict(spec), "files": files}, indent=2) + "\n")
     return [Path(f) for f in files]

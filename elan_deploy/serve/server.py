@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from elan_deploy import geometry
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable, WorkFailed
 from elan_deploy.serve.prepost import DEFAULT_MAX_PIXELS, check_images
 
@@ -52,6 +53,7 @@ UNLOAD_S = 5  # finalizing the model after its last request (PyTriton's proxy, t
 EXIT_TIMEOUT_S = 3  # tritonserver's wait for open client connections once the model is unloaded
 STOP_BOUND_S = EXIT_TIMEOUT_S + 4  # tritonserver's exit and PyTriton's clean-up, after the drain
 _HERE = Path(__file__).resolve().parent
+GEOMETRY_FILE = Path(geometry.__file__)  # prepost.py's padding, shipped beside it
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,7 @@ def _bind(triton, options: ServeOptions, handler: UpscaleHandler, model_config, 
             files[prefix + "pytriton_proxy_model.py"] = files.pop(prefix + "model.py")
             files[prefix + "model.py"] = (_HERE / "serve_model.py").read_bytes()
             files[prefix + "prepost.py"] = (_HERE / "prepost.py").read_bytes()
+            files[prefix + "geometry.py"] = GEOMETRY_FILE.read_bytes()
             return files
 
     model = ServeModel(

@@ -1,0 +1,135 @@
+"""`EngineLoader`: the one place an engine is built and opened.
+
+Like Polygraphy's loaders, it is a small value that knows how to make the thing and makes it
+when called: commands, bench workers, Ray actors, `diff` and `serve` hold a loader and call
+`build()` (engine files in the cache, for a runtime that has them) or `open()` (an `Engine`).
+It is frozen and picklable, so a bench worker or a Ray actor receives the same loader the
+driver built with and finds the driver's engine in the shared cache instead of building again.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
+from elan_deploy.runtimes.base import BuildOptions, Engine, Precision, Runtime, ShapeRange
+from elan_deploy.runtimes.cache import CacheKey, EngineCache
+from elan_deploy.runtimes.source import ModelSource
+from elan_deploy.scratch import cache_root as default_cache_root
+
+_RUNTIMES = {
+    "torch": ("elan_deploy.runtimes.torch_rt", "TorchRuntime"),
+    "torch-compile": ("elan_deploy.runtimes.torch_rt", "TorchCompileRuntime"),
+    "onnxruntime": ("elan_deploy.runtimes.onnxruntime_rt", "OnnxRuntimeRuntime"),
+    "openvino": ("elan_deploy.runtimes.openvino_rt", "OpenVINORuntime"),
+    "tensorrt": ("elan_deploy.runtimes.tensorrt_rt", "TensorRTRuntime"),
+    "coreml": ("elan_deploy.runtimes.coreml_rt", "CoreMLRuntime"),
+}
+RUNTIME_NAMES = tuple(_RUNTIMES)
+RUNTIMES_FROM_ONNX = ("onnxruntime", "openvino", "tensorrt")  # built from the exported ONNX file (the others convert the torch module)
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime called `name`, imported on first use (optional runtimes stay optional)."""
+    if name not in _RUNTIMES:
+        raise ElanDeployError(f"unknown runtime '{name}'; choose one of {', '.join(RUNTIME_NAMES)}")
+    module_name, class_name = _RUNTIMES[name]
+    return getattr(importlib.import_module(module_name), class_name)()
+
+
+def runtime_precisions(name: str) -> tuple[Precision, ...]:
+    """The precisions a runtime builds (known without its package installed)."""
+    return get_runtime(name).precisions
+
+
+def is_available(runtime_name: str) -> str | None:
+    """None when the runtime can run here, else the reason (with its install hint)."""
+    try:
+        get_runtime(runtime_name).check()
+    except RuntimeUnavailable as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class EngineLoader:
+    """One engine, described: model source (checkpoint, export form, guard), runtime, precision,
+    shapes, threads and cache root; `build()` and `open()` make it.
+
+    `shapes=None` takes the runtime's own default; `cache_root=None` the user's cache
+    (`$ELAN_DEPLOY_CACHE`), where engines go to `engines/`. Threads are a load-time setting, so
+    one cached engine serves every thread count.
+    """
+
+    source: ModelSource
+    runtime: str
+    precision: Precision | str
+    shapes: ShapeRange | None = None
+    threads: int | None = None
+    cache_root: Path | None = None
+
+    def backend(self) -> Runtime:
+        """The runtime, checked: a supported precision and its package importable here."""
+        runtime = get_runtime(self.runtime)
+        precision = Precision.parse(self.precision)
+        if precision not in runtime.precisions:
+            supported = ", ".join(p.value for p in runtime.precisions)
+            raise ElanDeployError(f"runtime '{self.runtime}' does not support {precision.value}; choose one of {supported}")
+        runtime.check()
+        return runtime
+
+    @property
+    def needs_build(self) -> bool:
+        """False for runtimes that run the checkpoint directly (torch, torch-compile)."""
+        return get_runtime(self.runtime).needs_build
+
+    @property
+    def engine_shapes(self) -> ShapeRange:
+        return self.shapes or get_runtime(self.runtime).default_shapes
+
+    @property
+    def options(self) -> BuildOptions:
+        return BuildOptions(threads=self.threads)
+
+    @property
+    def cache(self) -> EngineCache:
+        return EngineCache((self.cache_root or default_cache_root()) / "engines")
+
+    def with_threads(self, threads: int | None) -> EngineLoader:
+        return replace(self, threads=threads)
+
+    def build(self) -> Path:
+        """The engine folder in the cache, built unless an intact entry for this exact network exists."""
+        runtime = self.backend()
+        if not runtime.needs_build:
+            raise ElanDeployError(f"runtime '{self.runtime}' runs the checkpoint directly; there is no engine to build")
+        precision, shapes, options = Precision.parse(self.precision), self.engine_shapes, self.options
+        key = CacheKey(
+            fingerprint=self.source.fingerprint(), precision=precision.value, shapes=str(shapes), runtime=runtime.name,
+            runtime_version=runtime.version(), options=options.cache_key(),
+        )
+        cache = self.cache
+        return cache.lookup(key, self.source.onnx_sha256()) or cache.store(
+            key, lambda folder: runtime.build(self.source, precision, shapes, folder, options), source_onnx=self.source.onnx_sha256
+        )
+
+    def open(self) -> Engine:
+        """An engine ready to call; builds it first unless the cache has it."""
+        runtime = self.backend()
+        precision = Precision.parse(self.precision)
+        if not runtime.needs_build:
+            return runtime.open(self.source, precision, self.options)
+        return self.load(self.build())
+
+    def load(self, folder: Path) -> Engine:
+        """The engine in a folder `build()` returned (no second look into the cache)."""
+        engine = self.backend().load(folder, Precision.parse(self.precision), self.engine_shapes, self.options)
+        engine.info.details.setdefault("engine", str(folder))
+        engine.info.details.setdefault("shapes", str(self.engine_shapes))
+        return engine
+
+    def __call__(self) -> Engine:
+        """Loaders are called like Polygraphy's: `EngineLoader(...)()` opens the engine."""
+        return self.open()

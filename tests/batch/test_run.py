@@ -1,0 +1,50 @@
+"""`run_batch`, the library call behind `upscale`: a folder through one engine, then a rerun that resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from elan_deploy.batch.outputs import JobSettings
+from elan_deploy.batch.plan import plan_upscale
+from elan_deploy.batch.run import BatchOptions, pending_jobs, run_batch
+from elan_deploy.batch.work import UpscaleSettings
+from elan_deploy.imaging import read_image
+from elan_deploy.runtimes import EngineLoader
+from tests.helpers import photo_crop
+
+
+class Recorder:
+    """A BatchProgress that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, int | None]] = []
+        self.completed: list[int] = []
+
+    def start(self, description: str, total: int | None) -> None:
+        self.started.append((description, total))
+
+    def update(self, completed: int | None = None, total: int | None = None, description: str | None = None) -> None:
+        if completed is not None:
+            self.completed.append(completed)
+
+
+def test_a_folder_runs_once_and_a_rerun_finds_it_done(model_source, shared_data: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, size in enumerate(((20, 28), (16, 16))):
+        Image.fromarray(photo_crop(shared_data, *size)).save(folder / f"p{i}.png")
+    loader = EngineLoader(model_source, "torch", "fp32", threads=1, cache_root=tmp_path / "cache")
+    rules = model_source.size_rules
+    settings = UpscaleSettings(rules.scale, None, 0, 1, None, rules.multiple)
+    digest = JobSettings(model_source.fingerprint(), rules.scale, "torch", "fp32", str(loader.engine_shapes), None, 0).digest()
+    plan = plan_upscale(folder, tmp_path / "out")
+    heard, progress = [], Recorder()
+    run = run_batch(plan, loader, settings, digest, BatchOptions(), progress, on_engine=lambda info: heard.append(info.runtime))
+    assert heard == ["torch"] and progress.started == [("upscale x4 (torch fp32)", 2)] and progress.completed == [1, 2]
+    assert run.what == "image" and run.where == str(tmp_path / "out")
+    for i, (h, w) in enumerate(((20, 28), (16, 16))):
+        assert read_image(tmp_path / "out" / f"p{i}.png").shape == (4 * h, 4 * w, 3)
+    todo, summary = pending_jobs(plan_upscale(folder, tmp_path / "out"), digest, overwrite=False)
+    assert todo == [] and len(summary.results) == 2  # both outputs are known as done: nothing is opened again
