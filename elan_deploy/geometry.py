@@ -20,6 +20,16 @@ DEFAULT_OVERLAP = 64
 WRAP_CONTEXT = 16  # one window-grid cell: keeps the spliced rows on the same window grid
 
 
+@dataclass(frozen=True)
+class SizeRules:
+    """What a caller must know to feed a network: its upscaling factor, and the multiple that input
+    H and W are padded to. `ModelSource.size_rules` gives the model's (from its config); padding,
+    tiling and engine shapes follow it."""
+
+    scale: int
+    multiple: int = MULTIPLE
+
+
 def round_up(value: int, multiple: int = MULTIPLE) -> int:
     return -(-value // multiple) * multiple
 

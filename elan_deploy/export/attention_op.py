@@ -10,7 +10,7 @@ the "shared" strategy's maps feed two MatMuls and stay decomposed.
 Measured on the 2-core EPYC (one 240×256×20 window batch, min of 40 runs): ORT 15.7 ms fused vs
 15.2 ms decomposed, OpenVINO 13.2 vs 12.8 ms — no gain on this CPU, hence opset 17 stays the
 default. The option exists for runtimes whose fused attention kernels do win (GPU EPs, NPUs);
-`experiments/export_strategies.py` measures it per runtime.
+`bench/export_strategies.py` measures it per runtime.
 """
 
 from __future__ import annotations

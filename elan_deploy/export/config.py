@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from elan_deploy.errors import ElanDeployError
-from elan_deploy.geometry import MULTIPLE
 from elan_deploy.export.strategies import (
     ATTENTION_STRATEGIES,
     DEFAULT_OPSET,
@@ -48,8 +47,8 @@ class ExportConfig:
         check_window_strategy(self.windows)
         check_opset(self.opset)
         h, w = self.trace_size
-        if h <= 0 or w <= 0 or h % MULTIPLE or w % MULTIPLE:
-            raise ElanDeployError(f"trace_size {h}x{w} must be positive multiples of {MULTIPLE}")
+        if h <= 0 or w <= 0 or h % 16 or w % 16:
+            raise ElanDeployError(f"trace_size {h}x{w} must be positive multiples of 16")
 
 
 __all__ = ["ATTENTION_STRATEGIES", "DEFAULT_OPSET", "ExportConfig", "SHIFT_STRATEGIES", "WINDOW_STRATEGIES"]

@@ -16,15 +16,6 @@ SUPPORTED_SCALES = (2, 3, 4)
 
 
 @dataclass(frozen=True)
-class SizeRules:
-    """What a caller must know to feed the network: its upscaling factor, and the multiple that
-    input H and W are padded to. Padding, tiling, engine shapes and calibration crops read it here."""
-
-    scale: int
-    multiple: int
-
-
-@dataclass(frozen=True)
 class ELANConfig:
     """Hyper-parameters of one ELAN network (names follow the official `args`)."""
 
@@ -42,10 +33,6 @@ class ELANConfig:
     def window_multiple(self) -> int:
         """Input H and W must be multiples of this (the windows' least common multiple)."""
         return reduce(lambda a, b: a * b // math.gcd(a, b), self.window_sizes)
-
-    @property
-    def size_rules(self) -> SizeRules:
-        return SizeRules(self.scale, self.window_multiple)
 
     @property
     def num_elabs(self) -> int:

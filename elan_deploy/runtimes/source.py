@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from elan_deploy.export.strategies import DEFAULT_WINDOWS
 from elan_deploy.fileio import file_sha256
+from elan_deploy.geometry import SizeRules
 
 if TYPE_CHECKING:  # the checkpoint module imports torch; engines loaded from files never need it
     from elan_deploy.model.checkpoint import LoadedCheckpoint
-    from elan_deploy.model.config import SizeRules
     from elan_deploy.model.range_guard import RangeGuard
 from elan_deploy.scratch import cache_root
 
@@ -69,7 +69,8 @@ class ModelSource:
     @property
     def size_rules(self) -> SizeRules:
         """The network's scale and input multiple (padding, tiling and engine shapes follow them)."""
-        return self.loaded.config.size_rules
+        config = self.loaded.config
+        return SizeRules(config.scale, config.window_multiple)
 
     def export_config(self):
         from elan_deploy.export import ExportConfig

@@ -23,9 +23,3 @@ def test_unknown_model_name() -> None:
     with pytest.raises(ElanDeployError, match="unknown model"):
         get_config("swinir")
 
-
-def test_the_size_rules_carry_the_scale_and_the_window_multiple() -> None:
-    from elan_deploy.model.config import SizeRules, get_config
-
-    for scale in (2, 3, 4):
-        assert get_config("elan-light", scale).size_rules == SizeRules(scale=scale, multiple=16)
