@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
-from elan_deploy.results import ResultRow, results_document
+from elan_deploy.results import ResultRow, RowKind, results_document
 from elan_deploy.serve.request_images import DEFAULT_SIZE, load_request_images, parse_size
 
 PROTOCOLS = ("http", "grpc")
@@ -306,7 +306,7 @@ class LoadtestRun:
 def _row_extra(config: LoadTestConfig, result: LoadTestResult, shape: str | None) -> dict[str, Any]:
     """The `loadtest` fields of one level's row (see results_schema.json)."""
     extra: dict[str, Any] = {
-        "kind": "loadtest", "protocol": config.protocol, "url": config.address, "concurrency": config.concurrency,
+        "kind": RowKind.LOADTEST.value, "protocol": config.protocol, "url": config.address, "concurrency": config.concurrency,
         "requests": result.sent, "errors": result.errors, "wall_s": round(result.wall_s, 3),
         "requests_per_s": round(result.requests_per_s, 3), "images_per_s": round(result.images_per_s, 3),
         "output_mpix_per_s": round(result.output_pixels / result.wall_s / 1e6, 3) if result.wall_s else 0.0,
