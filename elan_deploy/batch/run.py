@@ -12,13 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from elan_deploy.batch.outputs import OutputState, OutputTag, output_state, record_output
 from elan_deploy.batch.plan import Job, Plan, refuse_other_outputs
 from elan_deploy.batch.results import BatchSummary, FileResult, run_guarded, skipped
 from elan_deploy.batch.work import UpscaleSettings
 from elan_deploy.runtimes import EngineInfo, EngineLoader
+
+if TYPE_CHECKING:  # PyAV is an extra: the video modules are imported only for a video
+    from elan_deploy.batch.video import VideoOptions, VideoReport
 
 
 class BatchProgress(Protocol):
@@ -45,7 +48,7 @@ class BatchOptions:
     ray: bool = False
     ray_address: str | None = None
     actors: int | None = None
-    video: object | None = None  # batch.video.VideoOptions for a video input
+    video: VideoOptions | None = None  # a video input's encoder settings
 
 
 @dataclass
@@ -56,7 +59,7 @@ class BatchRun:
     where: str  # the output file or folder the summary names
     what: str  # "image" or "video"
     left_out: str | None = None  # inputs the plan passed over (not images)
-    video_reports: list = field(default_factory=list)  # batch.video.VideoReport
+    video_reports: list[VideoReport] = field(default_factory=list)
 
 
 def pending_jobs(plan: Plan, digest: str, overwrite: bool) -> tuple[list[Job], BatchSummary]:
