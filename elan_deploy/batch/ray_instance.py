@@ -57,7 +57,7 @@ class Owner:
     """The run that owns an instance: its pid, and its start time (pids are reused)."""
 
     pid: int
-    started: float
+    started: float  # the process's create_time: a pid is reused, the pair is not
 
     @classmethod
     def this_process(cls) -> Owner:

@@ -12,8 +12,8 @@ from elan_deploy.runtimes.base import Precision
 class EngineSpec:
     """One engine to compare: a runtime and the precision it is built for."""
 
-    runtime: str
-    precision: Precision
+    runtime: str  # a name in RUNTIME_NAMES
+    precision: Precision  # one the runtime builds (runtime_precisions)
 
     @property
     def label(self) -> str:

@@ -62,7 +62,7 @@ class ServeOptions:
 
     model_name: str
     host: str = "127.0.0.1"
-    http_port: int = 8000
+    http_port: int = 8000  # Triton's own default ports
     grpc_port: int = 8001
     metrics_port: int = 8002
     max_batch: int = 4

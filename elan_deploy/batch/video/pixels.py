@@ -19,8 +19,8 @@ DEPTHS = (8, 10, 12)
 class PixelLayout:
     """A planar YUV layout: chroma subsampling ('444', '422', '440', '420') and bits per sample."""
 
-    chroma: str
-    depth: int
+    chroma: str  # a key of CHROMA_LABELS
+    depth: int  # one of DEPTHS
 
     @property
     def name(self) -> str:
