@@ -36,6 +36,8 @@ DEFAULT_CELLS: tuple[tuple[str, str], ...] = (
     ("coreml", "fp32"),
     ("coreml", "fp16"),
     ("coreml", "int8"),
+    ("ncnn", "fp32"),
+    ("ncnn", "fp16"),
 )
 # Export strategies compared on the ONNX runtimes at fp32 (`--strategies all`).
 STRATEGY_RUNTIMES = ("onnxruntime", "openvino")

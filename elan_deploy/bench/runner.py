@@ -102,7 +102,7 @@ class BenchRunner:
             )
         return self.sources[key]
 
-    def loader(self, cell: Cell, shapes: ShapeRange) -> EngineLoader:
+    def loader(self, cell: Cell, shapes: ShapeRange | None) -> EngineLoader:
         return EngineLoader(self.source(cell), cell.runtime, cell.precision, shapes, self.config.threads, self.config.cache_root)
 
     def _row(self, cell: Cell, engine, **fields) -> ResultRow:
@@ -216,14 +216,17 @@ class BenchRunner:
         if cell.runtime == "torch-compile" or not self.config.datasets:
             return  # torch.compile recompiles per image size: latency only
         self._export(cell)
-        loader = self.loader(cell, DEFAULT_SHAPES)
+        # whole images where the runtime takes a range of shapes; tiles at its shape where it takes one (ncnn)
+        default = self.loader(cell, None).engine_shapes
+        static = default if default.is_static else None
+        loader = self.loader(cell, static or DEFAULT_SHAPES)
         self._step(cell, self._build_phase(cell), "(engine for quality)" if loader.needs_build else "(load)")
         t0 = time.perf_counter()
         engine = loader.open()
-        self._quality(cell, engine, result, time.perf_counter() - t0)
+        self._quality(cell, engine, result, time.perf_counter() - t0, static)
 
-    def _quality(self, cell: Cell, engine, result: CellResult, build_s: float) -> None:
-        upscaler = Upscaler(engine, self.scale, tile=None, multiple=self.loaded.config.window_multiple)
+    def _quality(self, cell: Cell, engine, result: CellResult, build_s: float, shapes: ShapeRange | None = None) -> None:
+        upscaler = Upscaler(engine, self.scale, tile=None, shapes=shapes, multiple=self.loaded.config.window_multiple)
         for dataset in self.config.datasets:
             self._step(cell, "quality", f"{dataset.name} ({len(dataset)} images)")
             scores, fidelity, outputs = [], [], []

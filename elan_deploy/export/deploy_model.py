@@ -8,7 +8,8 @@ Differences from `elan.ELAN`, each exact (see `elan_deploy.export.rewrites`):
   "gather" windows (the default) cut and merge each window group with one Gather of pixels
   whose indices are computed once per forward pass from H and W (`rewrites.window_gather`);
   "reshape" windows keep the Slice/Concat rolls and Reshape/Transpose partitions of the paper's
-  code. OpenVINO executes 134 data-movement nodes for gather windows against 614 for reshape
+  code; "rank4" windows are the reshape form with no tensor above four axes after the batch,
+  which ncnn needs (`rewrites.windows`). OpenVINO executes 134 data-movement nodes for gather windows against 614 for reshape
   windows (f32, 1x3x192x320), and the engine measured 19 % faster in f32 and bf16 (BENCHMARKS.md).
 """
 
@@ -61,9 +62,13 @@ class DeployELAB(nn.Module):
         depth = 1 + reference.shared_depth
         self.windows = check_window_strategy(windows)
         self.shifted = reference.modules_gmsa["gmsa_0"].shifts > 0
-        gmsa = GatherGMSA if windows == "gather" else DeployGMSA
         self.lfes = nn.ModuleList(DeployLFE(reference.modules_lfe[f"lfe_{i}"], shift) for i in range(depth))
-        self.gmsas = nn.ModuleList(gmsa(reference.modules_gmsa[f"gmsa_{i}"], attention) for i in range(depth))
+        self.gmsas = nn.ModuleList(
+            GatherGMSA(reference.modules_gmsa[f"gmsa_{i}"], attention)
+            if windows == "gather"
+            else DeployGMSA(reference.modules_gmsa[f"gmsa_{i}"], attention, windows)
+            for i in range(depth)
+        )
 
     def forward(
         self, x: torch.Tensor, geometry: WindowGeometry | None = None, indices: tuple[WindowIndex, ...] | None = None

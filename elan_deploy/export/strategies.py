@@ -9,8 +9,11 @@ ATTENTION_STRATEGIES: tuple[str, ...] = ("shared", "sdpa")
 # How shifted windows are cut out and put back (`rewrites.window_gather` vs `rewrites.windows`):
 # "gather" = roll + partition as one Gather of pixels (and one for merge + unroll) with indices
 # computed from the input shape, which a runtime folds to constants for a static engine;
-# "reshape" = the Slice/Concat rolls and Reshape/Transpose/Reshape partitions of the paper's code.
-WINDOW_STRATEGIES: tuple[str, ...] = ("gather", "reshape")
+# "reshape" = the Slice/Concat rolls and Reshape/Transpose/Reshape partitions of the paper's code;
+# "rank4" = the same rolls, with partitions that keep the batch axis and at most four axes after
+# it (ncnn's tensors have no more), so the window Reshapes stay free of the batch: the form PNNX
+# converts for ncnn (`runtimes.ncnn_rt`).
+WINDOW_STRATEGIES: tuple[str, ...] = ("gather", "reshape", "rank4")
 # Gather is the default: measured 19 % faster on OpenVINO (f32 and bf16, 1x3x192x320) and, in its
 # previous form, 11 % on ONNX Runtime (fp32, 1x3x180x320) (BENCHMARKS.md, "Window data movement").
 DEFAULT_WINDOWS = "gather"

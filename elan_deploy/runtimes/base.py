@@ -87,6 +87,10 @@ class ShapeRange:
 
 
 DEFAULT_SHAPES = ShapeRange.parse("1x3x16x16:1x3x192x320:4x3x512x512")
+# One Upscaler tile (`geometry.DEFAULT_TILE`, kept equal by a test): the default of the runtimes
+# whose engines take one H x W (Core ML, ncnn); the Upscaler tiles every image at that shape.
+TILE = 256
+TILE_SHAPES = ShapeRange.static((1, 3, TILE, TILE))
 
 
 @dataclass

@@ -43,13 +43,10 @@ from typing import Any
 import numpy as np
 
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
-from elan_deploy.runtimes.base import BuildOptions, EngineInfo, Precision, RuntimeDefaults, Shape, ShapeRange, check_input
+from elan_deploy.runtimes.base import TILE_SHAPES, BuildOptions, EngineInfo, Precision, RuntimeDefaults, Shape, ShapeRange, check_input
 from elan_deploy.runtimes.source import ModelSource
 
-# One Upscaler tile (elan_deploy.upscale.DEFAULT_TILE, kept equal by a test; runtimes do not
-# import the Upscaler): the Upscaler tiles every image at the engine's static shape.
-DEFAULT_TILE = 256
-DEFAULT_SHAPES = ShapeRange.static((1, 3, DEFAULT_TILE, DEFAULT_TILE))
+DEFAULT_SHAPES = TILE_SHAPES  # one Upscaler tile
 PACKAGE = "model.mlpackage"
 BUILD_INFO = "coreml-build.json"
 INPUT_NAME = "lr"

@@ -26,6 +26,7 @@ _RUNTIMES = {
     "openvino": ("elan_deploy.runtimes.openvino_rt", "OpenVINORuntime"),
     "tensorrt": ("elan_deploy.runtimes.tensorrt_rt", "TensorRTRuntime"),
     "coreml": ("elan_deploy.runtimes.coreml_rt", "CoreMLRuntime"),
+    "ncnn": ("elan_deploy.runtimes.ncnn_rt", "NcnnRuntime"),
 }
 RUNTIME_NAMES = tuple(_RUNTIMES)
 RUNTIMES_FROM_ONNX = ("onnxruntime", "openvino", "tensorrt")  # built from the exported ONNX file (the others convert the torch module)

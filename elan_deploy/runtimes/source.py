@@ -186,11 +186,12 @@ class ModelSource:
         folder = self.work_dir or cache_root() / "onnx"
         return self._verified_digest(folder / f"{self.model_id}-{self.fingerprint()[:16]}.fp32.onnx")
 
-    def deploy_module(self):
+    def deploy_module(self, windows: str | None = None):
+        """The export form of the network; `windows` overrides the window form (ncnn needs "rank4")."""
         from elan_deploy.export import build_deploy_model
 
         return build_deploy_model(
-            self.loaded.model, shift=self.shift, attention=self.attention, windows=self.windows, guard=self.range_guard()
+            self.loaded.model, shift=self.shift, attention=self.attention, windows=windows or self.windows, guard=self.range_guard()
         ).eval()
 
 

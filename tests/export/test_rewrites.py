@@ -29,6 +29,7 @@ from elan_deploy.export.rewrites import (
     static_roll,
 )
 from elan_deploy.export.rewrites.shift_conv import shift_runs
+from elan_deploy.export.rewrites.windows import merge_windows_rank4, partition_windows_rank4
 from elan_deploy.model import load_bundled
 from elan_deploy.model.elan import ELAN, ShiftConv2d1, shift_kernel, window_merge, window_partition
 from tests.helpers import natural_batch as natural_array
@@ -219,6 +220,33 @@ def test_window_partition_equals_reference(wsize: int) -> None:
     assert torch.equal(merged.permute(0, 3, 1, 2), window_merge(expected, wsize, 2, 32, 48))
 
 
+@pytest.mark.parametrize("wsize", [4, 8, 16])
+def test_rank4_partition_is_the_reference_partition_with_the_batch_apart(wsize: int) -> None:
+    x = natural_batch(2, 32, 48)
+    expected = window_partition(x, wsize)
+    got = partition_windows_rank4(x.permute(0, 2, 3, 1), wsize, channels=3)
+    assert got.shape == (2, expected.shape[0] // 2, wsize * wsize, 3)
+    assert torch.equal(got.reshape(expected.shape), expected)
+    assert torch.equal(merge_windows_rank4(got, wsize, 32, 48, channels=3).permute(0, 3, 1, 2), x)
+
+
+def test_rank4_windows_keep_at_most_four_axes_after_the_batch() -> None:
+    """ncnn's tensors have at most four axes; PNNX drops the batch axis of 1."""
+    seen: list[int] = []
+    original = torch.Tensor.reshape
+
+    def spy(self: torch.Tensor, *shape: object) -> torch.Tensor:
+        out = original(self, *shape)
+        seen.append(out.dim())
+        return out
+
+    deploy = build_deploy_model(load_bundled().model, windows="rank4")
+    with pytest.MonkeyPatch.context() as mp, torch.no_grad():
+        mp.setattr(torch.Tensor, "reshape", spy)
+        deploy(natural_batch(1, 32, 32))
+    assert seen and max(seen) <= 5
+
+
 def test_window_partition_never_above_rank_5() -> None:
     seen: list[int] = []
     original = torch.Tensor.reshape
@@ -255,8 +283,8 @@ def test_deploy_gmsa_pair_matches_reference(reference: ELAN, attention: str, blo
             out0, state = g0(feats, None, indices)
             out1, _ = g1(feats, state, indices)
         else:
-            g0 = DeployGMSA(elab.modules_gmsa["gmsa_0"], attention)
-            g1 = DeployGMSA(elab.modules_gmsa["gmsa_1"], attention)
+            g0 = DeployGMSA(elab.modules_gmsa["gmsa_0"], attention, windows)
+            g1 = DeployGMSA(elab.modules_gmsa["gmsa_1"], attention, windows)
             out0, state = g0(feats)
             out1, _ = g1(feats, state)
     assert max_diff(out0, ref0) <= relative_bound(ref0, GMSA_RELATIVE)

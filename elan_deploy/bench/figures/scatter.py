@@ -30,7 +30,7 @@ KEY_OFFSET_IN = 0.95  # past the right-hand Δ dB axis
 
 RUNTIME_COLOURS = {
     "torch": "#7f7f7f", "torch-compile": "#222222", "onnxruntime": "#1f77b4", "openvino": "#8e44ad",
-    "tensorrt": "#2ca02c", "coreml": "#ff7f0e",
+    "tensorrt": "#2ca02c", "coreml": "#ff7f0e", "ncnn": "#d62728",
 }
 PRECISION_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^"}
 

@@ -23,8 +23,8 @@ from torch import nn
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.export.rewrites.batchnorm import fold_batchnorm
 from elan_deploy.export.rewrites.roll import static_roll
-from elan_deploy.export.rewrites.windows import merge_windows, partition_windows
-from elan_deploy.export.strategies import ATTENTION_STRATEGIES, check_attention_strategy
+from elan_deploy.export.rewrites.windows import merge_windows, merge_windows_rank4, partition_windows, partition_windows_rank4
+from elan_deploy.export.strategies import ATTENTION_STRATEGIES, check_attention_strategy, check_window_strategy
 from elan_deploy.model.elan import GMSA
 
 
@@ -60,12 +60,19 @@ def check_gmsa_reference(reference: GMSA) -> None:
 
 
 class DeployGMSA(nn.Module):
-    """Same math as `elan.GMSA`; inputs and outputs NCHW, channel-last inside."""
+    """Same math as `elan.GMSA`; inputs and outputs NCHW, channel-last inside.
 
-    def __init__(self, reference: GMSA, attention: str = "shared") -> None:
+    `windows` is "reshape" (windows batched with the images, rank-5 partitions) or "rank4"
+    (the batch kept apart, at most four axes after it; see `rewrites.windows`).
+    """
+
+    def __init__(self, reference: GMSA, attention: str = "shared", windows: str = "reshape") -> None:
         super().__init__()
         check_gmsa_reference(reference)
         self.attention = check_attention_strategy(attention)
+        rank4 = check_window_strategy(windows) == "rank4"
+        self._partition = partition_windows_rank4 if rank4 else partition_windows
+        self._merge = merge_windows_rank4 if rank4 else merge_windows
         self.calc_attn = reference.calc_attn
         self.shifted = reference.shifts > 0
         self.window_sizes = tuple(reference.window_sizes)
@@ -88,10 +95,10 @@ class DeployGMSA(nn.Module):
             wsize = self.window_sizes[idx]
             if self.shifted:
                 group = static_roll(group, (-wsize // 2, -wsize // 2), (1, 2))
-            windows = partition_windows(group, wsize, self.split_chns[idx], columns[idx])
+            windows = self._partition(group, wsize, self.split_chns[idx], columns[idx])
             out, kept = self._attend(windows, idx, shared)
             state.append(kept)
-            y = merge_windows(out, wsize, height, width, self.out_chns[idx], columns[idx])
+            y = self._merge(out, wsize, height, width, self.out_chns[idx], columns[idx])
             if self.shifted:
                 y = static_roll(y, (wsize // 2, wsize // 2), (1, 2))
             ys.append(y)

@@ -1,4 +1,4 @@
-"""Window partition and merge in channel-last layout, never above rank 5.
+"""Window partition and merge in channel-last layout, never above rank 5 (rank4 forms: see below).
 
 The reference splits b,c,H,W into a rank-6 view and permutes it in one go. Core ML rejects
 tensors above rank 5, and DESIGN.md measured channel-last partitions as much faster on
@@ -29,6 +29,34 @@ def partition_windows(x: torch.Tensor, wsize: int, channels: int, columns: int |
     x = x.reshape(-1, wsize, columns, wsize, channels)
     x = x.permute(0, 2, 1, 3, 4)
     return x.reshape(-1, wsize * wsize, channels)
+
+
+def partition_windows_rank4(x: torch.Tensor, wsize: int, channels: int, columns: int | None = None) -> torch.Tensor:
+    """b,H,W,c (channel-last) → b, (H/ws·W/ws), ws·ws, c with no tensor above rank 5.
+
+    The same windows in the same order as `partition_windows`, with the batch kept apart and
+    each window row's pixels and channels as one axis:
+
+        b,H,W,c → b,nh,ws,nw,ws·c → permute(0,1,3,2,4) → b,(nh·nw),(ws·ws),c
+
+    so past the batch no tensor has more than four axes, the most ncnn has (PNNX drops the
+    batch axis of 1 when it converts).
+    """
+    rows = x.shape[1] // wsize
+    if columns is None:
+        columns = x.shape[2] // wsize
+    x = x.reshape(-1, rows, wsize, columns, wsize * channels).permute(0, 1, 3, 2, 4)
+    return x.reshape(-1, rows * columns, wsize * wsize, channels)
+
+
+def merge_windows_rank4(
+    y: torch.Tensor, wsize: int, height: int, width: int, channels: int, columns: int | None = None
+) -> torch.Tensor:
+    """Inverse of `partition_windows_rank4`: b, (nh·nw), ws·ws, c → b,H,W,c (channel-last)."""
+    if columns is None:
+        columns = width // wsize
+    y = y.reshape(-1, height // wsize, columns, wsize, wsize * channels).permute(0, 1, 3, 2, 4)
+    return y.reshape(-1, height, width, channels)
 
 
 def merge_windows(

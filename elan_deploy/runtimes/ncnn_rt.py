@@ -1,0 +1,227 @@
+"""ncnn (CPU; Vulkan where the wheel and the machine have it): the deploy module -> PNNX -> `.param` + `.bin`.
+
+ncnn is the runtime of the consumer upscalers (Real-ESRGAN-ncnn-vulkan, waifu2x-ncnn-vulkan,
+upscayl, chaiNNer) and runs on Android/ARM, x86 and any Vulkan GPU. PNNX converts a traced
+PyTorch module; it does not read ONNX, so, like Core ML, ncnn converts `ModelSource.deploy_module`.
+
+Choices, and why:
+- Windows in the "rank4" form (`export.rewrites.windows`): ncnn's tensors have at most four
+  axes, and it has no layer for the index Gathers of the "gather" form nor for the rank-5
+  views of the "reshape" form (PNNX drops those Reshapes, and ncnn then refuses to load the
+  file). Whatever `--windows` says, an ncnn engine is built from the rank4 form, and its build
+  record says so.
+- One static shape per engine: PNNX writes every Reshape with the window counts of the traced
+  H x W. The Upscaler tiles at the engine's shape (`DEFAULT_SHAPES` is one Upscaler tile), and
+  a batch is run one image at a time, so only the batch of a shape range may vary.
+- fp32 turns every reduced-precision option of ncnn off (its defaults store fp16 or bf16
+  where the CPU has them). fp16 writes the weights as fp16 and turns on ncnn's fp16 storage,
+  packing and arithmetic, which ncnn applies per layer where the CPU supports them; the engine
+  reports which of them the CPU has. The range guard keeps the attention logits inside fp16's
+  range (on T91 they peak near 1.7 thousand).
+- Every build runs the engine once against the PyTorch deploy module on a smooth synthetic
+  image: a conversion that does not compute the network (a dropped layer gives a ~10 dB
+  picture) or that gives NaN/Inf is refused, never cached.
+- `ncnn.Mat(array)` wraps the NumPy buffer without a copy: the input array is kept in a local
+  while the extractor runs.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from elan_deploy.errors import ElanDeployError, RuntimeUnavailable, WorkFailed
+from elan_deploy.fileio import write_json_atomic
+from elan_deploy.runtimes.base import (
+    TILE_SHAPES,
+    BuildOptions,
+    EngineInfo,
+    Precision,
+    RuntimeDefaults,
+    Shape,
+    ShapeRange,
+    check_input,
+)
+from elan_deploy.runtimes.source import ModelSource
+
+WINDOWS = "rank4"
+PARAM = "model.ncnn.param"
+BIN = "model.ncnn.bin"
+BUILD_INFO = "ncnn-build.json"
+INPUT_BLOB, OUTPUT_BLOB = "in0", "out0"  # the names PNNX gives the first input and output
+# Fidelity to the PyTorch deploy module below which a build is refused (PSNR on 0..255, dB):
+# a converted network computes the same function to ~1e-4 in fp32; fp16 storage loses ~3 digits.
+MIN_BUILD_FIDELITY_DB = {Precision.FP32: 60.0, Precision.FP16: 35.0}
+_PNNX_TIMEOUT_S = 1800
+_REDUCED_OPTIONS = ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage", "use_bf16_packed")
+
+
+def import_ncnn() -> Any:
+    try:
+        import ncnn
+    except ImportError:
+        raise RuntimeUnavailable("ncnn is not installed; pip install 'elan-deploy[ncnn]'") from None
+    return ncnn
+
+
+def pnnx_executable() -> Path:
+    try:
+        import pnnx
+    except ImportError:
+        raise RuntimeUnavailable("building ncnn engines needs PNNX; pip install 'elan-deploy[ncnn]'") from None
+    return Path(pnnx.EXEC_PATH)
+
+
+def engine_shape(shapes: ShapeRange) -> Shape:
+    """The one H x W an ncnn engine is built for (batch 1: images run one at a time)."""
+    if shapes.min[1:] != shapes.max[1:]:
+        raise ElanDeployError(
+            f"ncnn engines take one H x W (only the batch may vary), got {shapes}; pass a single shape "
+            f"such as 1x3x{shapes.opt[2]}x{shapes.opt[3]} (the Upscaler tiles at the engine's shape)"
+        )
+    return (1, *shapes.opt[1:])  # type: ignore[return-value]
+
+
+def verification_image(height: int, width: int) -> np.ndarray:
+    """1,3,H,W in 0..255: smooth gradients and waves, inside the range natural images take."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    channels = [
+        127.5 + 100.0 * np.sin(xx / 7.0 + yy / 11.0),
+        40.0 + 180.0 * xx / max(width - 1, 1),
+        127.5 + 90.0 * np.cos(yy / 5.0) * np.sin(xx / 13.0),
+    ]
+    return np.stack(channels)[None].astype(np.float32)
+
+
+def psnr_255(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def _convert(source: ModelSource, shape: Shape, fp16_weights: bool, out: Path) -> None:
+    """Trace the rank4 deploy module at `shape` and run PNNX; writes PARAM and BIN into `out`."""
+    import torch
+
+    executable = pnnx_executable()
+    module = source.deploy_module(windows=WINDOWS)
+    example = torch.from_numpy(verification_image(shape[2], shape[3]))
+    with tempfile.TemporaryDirectory(prefix=".pnnx-", dir=out) as tmp:
+        work = Path(tmp)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace", category=DeprecationWarning)  # PNNX reads TorchScript
+            torch.jit.trace(module, example, check_trace=False).save(str(work / "model.pt"))
+        side = {name: str(work / f"model.{name}") for name in ("pnnxparam", "pnnxbin", "pnnxpy", "pnnxonnx", "ncnnpy")}
+        command = [
+            str(executable), str(work / "model.pt"), f"inputshape=[{','.join(map(str, shape))}]f32", "device=cpu",
+            f"ncnnparam={work / PARAM}", f"ncnnbin={work / BIN}", *(f"{k}={v}" for k, v in side.items()),
+            f"fp16={1 if fp16_weights else 0}",
+        ]
+        done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=_PNNX_TIMEOUT_S, check=False)
+        if done.returncode != 0 or not (work / PARAM).is_file() or not (work / BIN).is_file():
+            tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
+            raise WorkFailed(f"PNNX could not convert the model for ncnn (exit {done.returncode}): {tail}")
+        for name in (PARAM, BIN):
+            shutil.move(str(work / name), out / name)
+
+
+class NcnnEngine:
+    """An ncnn `Net` for one H x W; a batch runs image by image through fresh extractors."""
+
+    def __init__(self, folder: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> None:
+        ncnn = import_ncnn()
+        self.shape = engine_shape(shapes)
+        self.net = ncnn.Net()
+        reduced = precision is Precision.FP16
+        for option in _REDUCED_OPTIONS:
+            setattr(self.net.opt, option, reduced and option.startswith("use_fp16"))
+        self.net.opt.use_vulkan_compute = False
+        if options.threads:
+            self.net.opt.num_threads = options.threads
+        for path, load in ((folder / PARAM, self.net.load_param), (folder / BIN, self.net.load_model)):
+            if load(str(path)) != 0:
+                raise ElanDeployError(f"ncnn could not load {path}; rebuild the engine (delete its cache folder)")
+        self.info = EngineInfo(
+            runtime="ncnn",
+            runtime_version=ncnn.__version__,
+            precision=precision,
+            precision_used=fp16_used(ncnn) if reduced else "fp32",
+            threads=self.net.opt.num_threads,
+            details={"windows": WINDOWS},
+        )
+        self._ncnn = ncnn
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = check_input(x)
+        if tuple(x.shape[1:]) != self.shape[1:]:
+            want = "x".join(map(str, self.shape[2:]))
+            raise ElanDeployError(
+                f"this ncnn engine takes {want} inputs, got {x.shape[2]}x{x.shape[3]}; "
+                f"build one with --shapes 1x3x{x.shape[2]}x{x.shape[3]} or upscale through the Upscaler, which tiles"
+            )
+        outputs = []
+        for image in x:
+            array = np.ascontiguousarray(image)  # ncnn.Mat wraps this buffer: keep it alive until extract returns
+            with self.net.create_extractor() as extractor:
+                extractor.input(INPUT_BLOB, self._ncnn.Mat(array))
+                status, result = extractor.extract(OUTPUT_BLOB)
+                if status != 0:
+                    raise WorkFailed(f"ncnn failed to run the engine (status {status})")
+                outputs.append(np.array(result, dtype=np.float32, copy=True))
+        return np.stack(outputs)
+
+
+def fp16_used(ncnn: Any) -> str:
+    """What ncnn's fp16 options give on this CPU: fp16 arithmetic needs ARMv8.2 (asimdhp); x86
+    stores fp16 (weights and activations where a layer supports it) and computes in fp32."""
+    if ncnn.cpu_support_arm_asimdhp():
+        return "fp16"
+    return "fp16-storage+fp32-arithmetic"
+
+
+class NcnnRuntime(RuntimeDefaults):
+    name = "ncnn"
+    extra = "ncnn"
+    precisions = (Precision.FP32, Precision.FP16)
+    default_shapes = TILE_SHAPES
+
+    def check(self) -> None:
+        import_ncnn()
+        pnnx_executable()
+
+    def version(self) -> str:
+        import importlib.metadata
+
+        return f"ncnn {import_ncnn().__version__}, pnnx {importlib.metadata.version('pnnx')}"
+
+    def build(self, source: ModelSource, precision: Precision, shapes: ShapeRange, out: Path, options: BuildOptions) -> None:
+        import torch
+
+        shape = engine_shape(shapes)
+        _convert(source, shape, fp16_weights=precision is Precision.FP16, out=out)
+        engine = NcnnEngine(out, precision, ShapeRange.static(shape), options)
+        image = verification_image(shape[2], shape[3])
+        got = engine(image)
+        with torch.no_grad():
+            expected = source.deploy_module(windows=WINDOWS)(torch.from_numpy(image)).numpy()
+        if not np.isfinite(got).all():
+            raise WorkFailed("the ncnn engine gave NaN or Inf on the verification image; it was not kept")
+        fidelity = psnr_255(got, expected)
+        if fidelity < MIN_BUILD_FIDELITY_DB[precision]:
+            raise WorkFailed(
+                f"the ncnn engine does not compute the network: {fidelity:.1f} dB against PyTorch on the verification "
+                f"image (at least {MIN_BUILD_FIDELITY_DB[precision]:.0f} dB expected); it was not kept"
+            )
+        write_json_atomic(out / BUILD_INFO, {
+            "windows": WINDOWS, "shape": list(shape), "precision": precision.value, "precision_used": engine.info.precision_used,
+            "fidelity_db": None if math.isinf(fidelity) else round(fidelity, 2), "version": self.version(),
+        })
+
+    def load(self, engine: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> NcnnEngine:
+        return NcnnEngine(engine, precision, shapes, options)
