@@ -29,17 +29,23 @@ def bundled():
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
-    """Engines and exports built by tests go to a throwaway cache, never the user's."""
+    """Engines and exports built by tests go to a throwaway cache, never the user's; commands that
+    default to `--runtime auto` run ONNX Runtime FP32, which the suite builds anyway, unless a test
+    unsets $ELAN_DEPLOY_ENGINE to check the pick itself (`tests/bench/test_default_engine.py`)."""
     import os
 
+    from elan_deploy.bench.default_engine import ENGINE_ENV
+
     root = tmp_path_factory.mktemp("engine-cache")
-    old = os.environ.get("ELAN_DEPLOY_CACHE")
+    saved = {name: os.environ.get(name) for name in ("ELAN_DEPLOY_CACHE", ENGINE_ENV)}
     os.environ["ELAN_DEPLOY_CACHE"] = str(root / "engines")
+    os.environ[ENGINE_ENV] = "onnxruntime:fp32"
     yield root
-    if old is None:
-        os.environ.pop("ELAN_DEPLOY_CACHE", None)
-    else:
-        os.environ["ELAN_DEPLOY_CACHE"] = old
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

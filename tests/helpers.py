@@ -69,8 +69,9 @@ _PROGRESS_LINE = re.compile(r"^\[\d+:\d\d(:\d\d)?\] ")
 
 
 def message_lines(err: str) -> list[str]:
-    """The non-empty lines of a command's stderr, without the plain progress lines of a non-terminal."""
-    return [line for line in err.splitlines() if line.strip() and not _PROGRESS_LINE.match(line)]
+    """The non-empty lines of a command's stderr, without the plain progress lines of a non-terminal
+    and the line that says which engine `--runtime auto` picked."""
+    return [line for line in err.splitlines() if line.strip() and not _PROGRESS_LINE.match(line) and not line.startswith("--runtime auto:")]
 
 
 def one_line(exc: BaseException) -> str:

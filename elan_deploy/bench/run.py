@@ -16,6 +16,7 @@ from typing import Any
 
 from elan_deploy.bench.allocator import Allocator
 from elan_deploy.bench.compare import best_cell, headline_reference
+from elan_deploy.bench.default_engine import LAST_RESULTS
 from elan_deploy.bench.figures import CropSample, crop_engines
 from elan_deploy.bench.latency import LatencyConfig
 from elan_deploy.bench.matrix import Cell, build_matrix, plan_for_cpu, unavailable_reason
@@ -177,17 +178,19 @@ def run_bench(
     main_shape = "x".join(map(str, plan.settings.shapes[0]))
     headline = runner.config.datasets[0]
     run = BenchRun(bench_document(plan, results, main_shape, headline.name), results, plan.settings.output, main_shape, headline.name)
-    write_bench_files(run, runner.scale, headline)
+    write_bench_files(run, runner.scale, headline, runner.config.cache_root)
     return run
 
 
-def write_bench_files(run: BenchRun, scale: int, headline: SRDataset) -> None:
+def write_bench_files(run: BenchRun, scale: int, headline: SRDataset, cache_root: Path) -> None:
     """results.json, report.md and the two pictures; a picture that cannot be drawn leaves its note in `run`."""
     from elan_deploy.provenance import record_file
 
     out = run.output
     out.mkdir(parents=True, exist_ok=True)
     write_document(out / "results.json", run.doc)
+    (cache_root / LAST_RESULTS).parent.mkdir(parents=True, exist_ok=True)
+    write_document(cache_root / LAST_RESULTS, run.doc)  # `--runtime auto` picks from the user's own last run
     write_report(run.doc, out / "report.md", run.main_shape, run.headline)
     run.plot_note = write_scatter(run.doc, out / "latency_vs_psnr.png", run.main_shape, run.headline)
     engines = crop_engines(run.doc, run.main_shape, run.headline)

@@ -48,7 +48,12 @@ def add_engine_args(parser: argparse.ArgumentParser, default_runtime: str = "onn
     from elan_deploy.export.strategies import ATTENTION_STRATEGIES, DEFAULT_WINDOWS, SHIFT_STRATEGIES, WINDOW_STRATEGIES
     from elan_deploy.runtimes import RUNTIME_NAMES
 
-    parser.add_argument("--runtime", default=default_runtime, help=f"one of {', '.join(RUNTIME_NAMES)} [{default_runtime}]")
+    if default_runtime == "auto":
+        parser.add_argument("--runtime", default="auto", help=f"one of {', '.join(RUNTIME_NAMES)}, or auto: the fastest engine within "
+                            "0.05 dB on this machine (your last bench, else BENCHMARKS.md's pick for this CPU; $ELAN_DEPLOY_ENGINE "
+                            "overrides it) [auto]")
+    else:
+        parser.add_argument("--runtime", default=default_runtime, help=f"one of {', '.join(RUNTIME_NAMES)} [{default_runtime}]")
     if default_precision == "auto":
         parser.add_argument("--precision", default="auto",
                             help="fp32, fp16, bf16, int8, or auto: the runtime's fastest native precision on this CPU "
@@ -68,6 +73,22 @@ def add_cache_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, help="inference threads [runtime default]")
     parser.add_argument("--cache-dir", type=Path, help="cache folder for engines and exports [$ELAN_DEPLOY_CACHE or ~/.cache/elan-deploy]")
     parser.add_argument("--no-cache", action="store_true", help="ignore the cache: build into a scratch folder removed on exit")
+
+
+def resolve_auto_engine(args: argparse.Namespace) -> None:
+    """Replace `--runtime auto` and `--precision auto` by what they stand for here, in place; the
+    runtime's pick is said in one line (`bench.default_engine`)."""
+    if str(args.runtime).lower() == "auto":
+        from elan_deploy.bench.default_engine import resolve
+        from elan_deploy.console import stderr
+        from elan_deploy.cpu import cpu_caps
+        from elan_deploy.runtimes import is_available
+
+        asked = None if str(args.precision).lower() == "auto" else str(args.precision).lower()
+        choice = resolve(cache_root_from_args(args), asked, cpu_caps(), is_available)
+        args.runtime, args.precision = choice.runtime, choice.precision
+        stderr.print(choice.line(), markup=False, soft_wrap=True)
+    resolve_auto_precision(args)
 
 
 def resolve_auto_precision(args: argparse.Namespace) -> None:

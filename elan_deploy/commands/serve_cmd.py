@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import math
 
-from elan_deploy.commands.common import add_engine_args, add_model_args, loader_from_args, positive_int, warn_if_precision_differs
+from elan_deploy.commands.common import add_engine_args, add_model_args, loader_from_args, positive_int, resolve_auto_engine, warn_if_precision_differs
 from elan_deploy.console import stderr
 from elan_deploy.serve.prepost import DEFAULT_MAX_PIXELS
 from elan_deploy.serve.server import DEFAULT_DRAIN_TIMEOUT_S
@@ -42,6 +42,7 @@ def run_serve(args: argparse.Namespace) -> int:
     options.check()  # bad flags and taken ports fail before the engine is built (the default name is checked below)
     check_ports_free(options.host, options.ports)
     Upscaler(None, args.scale, tile=args.tile or None, overlap=args.overlap)  # checks --tile/--overlap
+    resolve_auto_engine(args)
     loader = loader_from_args(args)
     source, engine, shapes = loader.source, loader.open(), loader.engine_shapes
     warn_if_precision_differs(engine.info, args.precision)
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Serve one Triton model: input `image` UINT8 [N,H,W,3] RGB, output `image` UINT8 [N,sH,sW,3].",
     )
     add_model_args(p)
-    add_engine_args(p)
+    add_engine_args(p, default_runtime="auto", default_precision="auto")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"LR tile size above which images are tiled; 0 = never [{DEFAULT_TILE}]")
     p.add_argument("--overlap", type=int, default=None, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}, at most half the tile]")
     p.add_argument("--batch", type=positive_int, default=1, help="tiles per engine call [1]")

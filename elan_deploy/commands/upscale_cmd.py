@@ -15,7 +15,7 @@ from elan_deploy.commands.common import (
     add_model_args,
     loader_from_args,
     positive_int,
-    resolve_auto_precision,
+    resolve_auto_engine,
     warn_if_precision_differs,
 )
 from elan_deploy.console import progress, stderr
@@ -70,7 +70,7 @@ def run_upscale(args: argparse.Namespace) -> int:
 
     plan = plan_upscale(args.input, args.output, overwrite=args.overwrite, recursive=args.recursive)
     check_flags(args, plan)
-    resolve_auto_precision(args)  # before the settings are recorded in outputs or sent to Ray actors
+    resolve_auto_engine(args)  # before the settings are recorded in outputs or sent to Ray actors
     loader = loader_from_args(args)
     shapes = loader.engine_shapes
     rules = loader.source.size_rules
@@ -141,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output file (.png/.jpg/.bmp/.tif/.webp; a video extension for a video) or folder (PNGs)")
     add_model_args(p)
-    add_engine_args(p, default_precision="auto")
+    add_engine_args(p, default_runtime="auto", default_precision="auto")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"LR tile size above which images are tiled; 0 = never [{DEFAULT_TILE}]")
     p.add_argument("--overlap", type=int, default=None, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}, at most half the tile]")
     p.add_argument("--batch", type=positive_int, default=1, help="tiles per engine call [1]")

@@ -5,7 +5,7 @@ Engines are built (or found) through the engine cache by the same `EngineLoader`
 FP32 ONNX, the typed FP16 ONNX or the Q/DQ INT8 ONNX the loader makes; OpenVINO on its IR (NNCF
 INT8 for `openvino:int8`). ONNX Runtime sessions and OpenVINO compiled models are handed to
 Polygraphy's `OnnxrtRunner` and our `OpenVINORunner`; every other runtime (PyTorch, TensorRT,
-Core ML) runs through `EngineRunner`.
+Core ML, ncnn) runs through `EngineRunner`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 `CompileOpenVINOModel` is its loader in Polygraphy's style (a small callable that the runner
 invokes on activation), so both the `elan-deploy diff` Comparator and the plain
 `polygraphy run --openvino` (through the plugin in `polygraphy_plugin.py`) use the same code.
-`EngineRunner` wraps any `elan_deploy` engine (PyTorch, TensorRT, Core ML) for the Comparator.
+`EngineRunner` wraps any `elan_deploy` engine (PyTorch, TensorRT, Core ML, ncnn) for the Comparator.
 
 Nothing here imports OpenVINO at module import: Polygraphy imports the plugin on every
 `polygraphy run`, with or without OpenVINO installed.

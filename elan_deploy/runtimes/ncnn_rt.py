@@ -39,6 +39,7 @@ import numpy as np
 
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable, WorkFailed
 from elan_deploy.fileio import write_json_atomic
+from elan_deploy.metrics import psnr
 from elan_deploy.runtimes.base import (
     TILE_SHAPES,
     BuildOptions,
@@ -100,17 +101,11 @@ def verification_image(height: int, width: int) -> np.ndarray:
     return np.stack(channels)[None].astype(np.float32)
 
 
-def psnr_255(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def _convert(source: ModelSource, shape: Shape, fp16_weights: bool, out: Path) -> None:
+def _convert(module: Any, shape: Shape, fp16_weights: bool, out: Path) -> None:
     """Trace the rank4 deploy module at `shape` and run PNNX; writes PARAM and BIN into `out`."""
     import torch
 
     executable = pnnx_executable()
-    module = source.deploy_module(windows=WINDOWS)
     example = torch.from_numpy(verification_image(shape[2], shape[3]))
     with tempfile.TemporaryDirectory(prefix=".pnnx-", dir=out) as tmp:
         work = Path(tmp)
@@ -204,15 +199,16 @@ class NcnnRuntime(RuntimeDefaults):
         import torch
 
         shape = engine_shape(shapes)
-        _convert(source, shape, fp16_weights=precision is Precision.FP16, out=out)
+        module = source.deploy_module(windows=WINDOWS)
+        _convert(module, shape, fp16_weights=precision is Precision.FP16, out=out)
         engine = NcnnEngine(out, precision, ShapeRange.static(shape), options)
         image = verification_image(shape[2], shape[3])
         got = engine(image)
         with torch.no_grad():
-            expected = source.deploy_module(windows=WINDOWS)(torch.from_numpy(image)).numpy()
+            expected = module(torch.from_numpy(image)).numpy()
         if not np.isfinite(got).all():
             raise WorkFailed("the ncnn engine gave NaN or Inf on the verification image; it was not kept")
-        fidelity = psnr_255(got, expected)
+        fidelity = psnr(got, expected)
         if fidelity < MIN_BUILD_FIDELITY_DB[precision]:
             raise WorkFailed(
                 f"the ncnn engine does not compute the network: {fidelity:.1f} dB against PyTorch on the verification "

@@ -148,6 +148,7 @@ def test_ray_run_listens_on_loopback_only_and_a_killed_run_leaves_no_process(lon
         _kill_all([run], instance)
 
 
+@pytest.mark.slow  # ~65 s of Ray start-ups and kills; the loopback and plain-run checks stay in the default suite
 def test_next_run_stops_what_a_run_killed_with_its_guard_left_and_a_terminated_run_leaves_nothing(long_folder, tmp_path, exported_onnx) -> None:
     args = ["upscale", str(long_folder), "-o", str(tmp_path / "out"), "--onnx", str(exported_onnx), "--ray", "--actors", "1"]
     first = _start_run(args, tmp_path / "first.log")
@@ -254,6 +255,7 @@ def _run_killing_one_actor(args: list[str], out: Path, total: int) -> tuple[int,
     return code[0], killed
 
 
+@pytest.mark.slow  # ~90 s: a Ray run with an actor killed mid-run
 def test_ray_survives_a_killed_actor_matches_plain_names_bad_files_and_resumes(ray_session, mixed, exported_onnx, capsys) -> None:
     root, good = mixed
     out = root / "ray"

@@ -46,6 +46,7 @@ def test_set5_matches_the_paper(shared_data: Path, tmp_path: Path, capsys) -> No
     assert doc["schema"] == "elan-deploy/results/1" and doc["machine"]["torch"] == torch.__version__
 
 
+@pytest.mark.slow  # ~30 s; Set5 against the paper stays in the default suite
 def test_set14_matches_the_paper(shared_data: Path, tmp_path: Path, capsys) -> None:
     row = evaluate_to_json("Set14", shared_data, tmp_path, capsys)["rows"][0]
     assert row["images"] == 14 and abs(row["psnr"] - PAPER_PSNR["Set14"]) <= 0.02

@@ -107,6 +107,7 @@ def test_build_killed_then_rerun(runtime, precision, kill_at, bundled, exported_
     assert files(entries[0]) == files(clean)  # byte-identical to an uninterrupted build
 
 
+@pytest.mark.slow  # ~60 s of Core ML conversion; the ONNX Runtime and OpenVINO builds are killed in the default suite
 def test_coreml_conversion_killed_then_rerun(tmp_path) -> None:
     pytest.importorskip("coremltools")
     cache = tmp_path / "cache"

@@ -111,6 +111,7 @@ def test_fp16_keeps_attention_in_fp32(fp16_engine):
     assert _io_dtypes(package) == {FeatureTypes_pb2.ArrayFeatureType.FLOAT32}
 
 
+@pytest.mark.slow  # ~55 s of weight quantization on top of the fp16 conversion
 def test_int8_quantizes_weights(source, cache, fp16_engine):
     engine = EngineLoader(source, "coreml", "int8", SHAPES, cache_root=cache.root.parent).build()
     package = engine / PACKAGE

@@ -16,7 +16,8 @@ from tests.helpers import natural_batch, natural_crop, one_line
 pytest.importorskip("ncnn", reason="ncnn not installed: pip install 'elan-deploy[ncnn]'")
 pytest.importorskip("pnnx", reason="PNNX not installed: pip install 'elan-deploy[ncnn]'")
 
-from elan_deploy.runtimes.ncnn_rt import BUILD_INFO, WINDOWS, engine_shape, psnr_255  # noqa: E402
+from elan_deploy.metrics import psnr  # noqa: E402
+from elan_deploy.runtimes.ncnn_rt import BUILD_INFO, WINDOWS, engine_shape  # noqa: E402
 
 SHAPE = ShapeRange.parse("1x3x32x48")
 
@@ -38,7 +39,7 @@ def test_engine_computes_the_guarded_network_on_natural_images(ncnn_fp32, torch_
     got, expected = engine(x), torch_fp32(x)
     assert got.shape == expected.shape == (2, 3, 128, 192)
     assert np.isfinite(got).all()
-    assert psnr_255(got, expected) > 60.0
+    assert psnr(got, expected) > 60.0
     assert engine.info.precision_used == "fp32" and engine.info.details["windows"] == WINDOWS
     record = (loader.build() / BUILD_INFO).read_text()
     assert '"windows": "rank4"' in record and '"fidelity_db"' in record
@@ -51,7 +52,7 @@ def test_upscaler_tiles_odd_sizes_at_the_engine_shape(ncnn_fp32, torch_fp32, sha
     tiled = Upscaler(engine, 4, shapes=loader.engine_shapes)(image)
     whole = Upscaler(torch_fp32, 4, tile=None)(image)
     assert tiled.shape == whole.shape == (148, 212, 3)
-    assert psnr_255(tiled, whole) > 45.0
+    assert psnr(tiled, whole) > 45.0
 
 
 def test_a_call_at_another_shape_says_how_to_get_one(ncnn_fp32) -> None:
@@ -79,6 +80,6 @@ def test_fp16_engine_stays_close_to_fp32(ncnn_fp32, model_source, tmp_path) -> N
     _, fp32 = ncnn_fp32
     fp16 = EngineLoader(model_source, "ncnn", "fp16", SHAPE, cache_root=tmp_path).open()
     x = natural_batch(1, 32, 48)
-    fidelity = psnr_255(fp16(x), fp32(x))
+    fidelity = psnr(fp16(x), fp32(x))
     assert fp16.info.precision_used in {"fp16", "fp16-storage+fp32-arithmetic"}
     assert math.isinf(fidelity) or fidelity > 40.0
