@@ -230,8 +230,8 @@ def test_rank4_partition_is_the_reference_partition_with_the_batch_apart(wsize: 
     assert torch.equal(merge_windows_rank4(got, wsize, 32, 48, channels=3).permute(0, 3, 1, 2), x)
 
 
-def test_rank4_windows_keep_at_most_four_axes_after_the_batch() -> None:
-    """ncnn's tensors have at most four axes; PNNX drops the batch axis of 1."""
+def reshape_ranks(run) -> list[int]:  # noqa: ANN001 - a callable
+    """The rank of every `Tensor.reshape` result while `run()` runs."""
     seen: list[int] = []
     original = torch.Tensor.reshape
 
@@ -240,26 +240,22 @@ def test_rank4_windows_keep_at_most_four_axes_after_the_batch() -> None:
         seen.append(out.dim())
         return out
 
-    deploy = build_deploy_model(load_bundled().model, windows="rank4")
     with pytest.MonkeyPatch.context() as mp, torch.no_grad():
         mp.setattr(torch.Tensor, "reshape", spy)
-        deploy(natural_batch(1, 32, 32))
+        run()
+    return seen
+
+
+def test_rank4_windows_keep_at_most_four_axes_after_the_batch() -> None:
+    """ncnn's tensors have at most four axes; PNNX drops the batch axis of 1."""
+    deploy = build_deploy_model(load_bundled().model, windows="rank4")
+    seen = reshape_ranks(lambda: deploy(natural_batch(1, 32, 32)))
     assert seen and max(seen) <= 5
 
 
 def test_window_partition_never_above_rank_5() -> None:
-    seen: list[int] = []
-    original = torch.Tensor.reshape
-
-    def spy(self: torch.Tensor, *shape: object) -> torch.Tensor:
-        out = original(self, *shape)
-        seen.append(out.dim())
-        return out
-
     x = natural_batch(1, 32, 48).permute(0, 2, 3, 1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(torch.Tensor, "reshape", spy)
-        merge_windows(partition_windows(x, 16, 3), 16, 32, 48, 3)
+    seen = reshape_ranks(lambda: merge_windows(partition_windows(x, 16, 3), 16, 32, 48, 3))
     assert seen and max(seen) <= 5
 
 
