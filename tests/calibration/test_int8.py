@@ -89,6 +89,7 @@ def test_metadata_records_the_recipe(int8_file) -> None:
     assert all(n in names for n in props["int8_float_nodes"].split(",") if n)
 
 
+@pytest.mark.slow  # two more calibrations
 def test_same_seed_gives_identical_bytes(exported_onnx, tmp_path) -> None:
     config = QuantizeConfig(patches=3, patch_size=16, heldout_size=16, budget_db=5.0, seed=7)
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
@@ -97,6 +98,7 @@ def test_same_seed_gives_identical_bytes(exported_onnx, tmp_path) -> None:
     assert a.read_bytes() == b.read_bytes()
 
 
+@pytest.mark.slow  # a full sensitivity search
 def test_impossible_budget_reports_the_best_reached(exported_onnx, tmp_path) -> None:
     config = QuantizeConfig(patches=3, patch_size=16, heldout_size=32, budget_db=0.0, max_float_nodes=0)
     with pytest.raises(BudgetNotMet) as info:

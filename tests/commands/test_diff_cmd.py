@@ -162,6 +162,7 @@ def test_polygraphy_run_compares_onnxruntime_with_the_openvino_plugin(diff_run, 
 # --- layer by layer ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # marks every tensor of two engines
 def test_layers_cli_writes_every_tensor_and_the_plot(exported_onnx, tmp_path, capsys):
     out = tmp_path / "layers.json"
     # a batch of two: the layers run on its first image, through an OpenVINO IR built for two

@@ -83,7 +83,7 @@ def seed_export(cache: Path, bundled, exported_onnx: Path) -> None:
 @pytest.mark.parametrize(
     ("runtime", "precision", "kill_at"),
     [
-        ("onnxruntime", "fp16", "build:onnxruntime"),  # mid-build
+        pytest.param("onnxruntime", "fp16", "build:onnxruntime", marks=pytest.mark.slow),  # mid-build
         ("openvino", "fp32", "publish:????????????????????????"),  # the engine entry, just before it lands
     ],
 )

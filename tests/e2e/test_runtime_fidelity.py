@@ -17,13 +17,17 @@ from tests.helpers import needs
 # PyTorch's bf16 autocast is emulated (minutes per dataset) on CPUs without AVX512-BF16 or AMX,
 # where the bench plan leaves it out too: there it runs with the slow checks.
 _EMULATED = pytest.mark.slow if not cpu_caps().bf16 else ()
+# OpenVINO runs bf16 as f32 without AVX-512 and fp16 as bf16 or f32 without fp16 arithmetic: there
+# those cells repeat another cell's check, and run with the slow checks.
+_OPENVINO_BF16 = pytest.mark.slow if not cpu_caps().avx512 else ()
+_OPENVINO_FP16 = pytest.mark.slow if not cpu_caps().fp16 else ()
 LOCAL_CELLS = [
     pytest.param("torch", "bf16", marks=_EMULATED),
     ("onnxruntime", "fp32"),
     ("onnxruntime", "fp16"),
     ("openvino", "fp32"),
-    ("openvino", "bf16"),
-    ("openvino", "fp16"),
+    pytest.param("openvino", "bf16", marks=_OPENVINO_BF16),
+    pytest.param("openvino", "fp16", marks=_OPENVINO_FP16),
 ]
 FIDELITY_DB = {"fp32": 50.0, "bf16": 40.0, "fp16": 40.0}
 EVAL_TOLERANCE_DB = {"fp32": 0.01, "bf16": 0.02, "fp16": 0.02}

@@ -16,6 +16,7 @@ def _profile(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "experiments.openvino_profile", *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
+@pytest.mark.slow  # profiles OpenVINO twice
 def test_profile_compares_property_sets_and_lists_node_kinds(tmp_path: Path) -> None:
     """Two `--config` sets give two cells of one run; `--nodes` lists kinds whose times add up to the per-type rows."""
     pytest.importorskip("openvino")
