@@ -216,8 +216,7 @@ class BenchRunner:
         if cell.runtime == "torch-compile" or not self.config.datasets:
             return  # torch.compile recompiles per image size: latency only
         self._export(cell)
-        # whole images where the runtime takes a range of shapes; tiles at its shape where it takes one (ncnn)
-        default = self.loader(cell, None).engine_shapes
+        default = self.loader(cell, None).engine_shapes  # one H x W (ncnn): tiles at it; else whole images
         static = default if default.is_static else None
         loader = self.loader(cell, static or DEFAULT_SHAPES)
         self._step(cell, self._build_phase(cell), "(engine for quality)" if loader.needs_build else "(load)")

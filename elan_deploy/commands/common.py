@@ -68,6 +68,15 @@ def add_engine_args(parser: argparse.ArgumentParser, default_runtime: str = "onn
     add_cache_args(parser)
 
 
+def add_tiling_args(parser: argparse.ArgumentParser) -> None:
+    """`--tile`, `--overlap`, `--batch`: how the Upscaler cuts images for the engine (upscale, serve)."""
+    from elan_deploy.upscale import DEFAULT_OVERLAP, DEFAULT_TILE
+
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"LR tile size above which images are tiled; 0 = never [{DEFAULT_TILE}]")
+    parser.add_argument("--overlap", type=int, default=None, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}, at most half the tile]")
+    parser.add_argument("--batch", type=positive_int, default=1, help="tiles per engine call [1]")
+
+
 def add_cache_args(parser: argparse.ArgumentParser) -> None:
     """`--threads`, `--cache-dir`, `--no-cache`: how engines are loaded and where they are kept."""
     parser.add_argument("--threads", type=positive_int, help="inference threads [runtime default]")

@@ -6,11 +6,11 @@ import argparse
 import dataclasses
 import math
 
-from elan_deploy.commands.common import add_engine_args, add_model_args, loader_from_args, positive_int, resolve_auto_engine, warn_if_precision_differs
+from elan_deploy.commands.common import add_engine_args, add_model_args, add_tiling_args, loader_from_args, positive_int, resolve_auto_engine, warn_if_precision_differs
 from elan_deploy.console import stderr
 from elan_deploy.serve.prepost import DEFAULT_MAX_PIXELS
 from elan_deploy.serve.server import DEFAULT_DRAIN_TIMEOUT_S
-from elan_deploy.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler
+from elan_deploy.upscale import Upscaler
 
 
 def port(text: str) -> int:
@@ -67,9 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_engine_args(p, default_runtime="auto", default_precision="auto")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"LR tile size above which images are tiled; 0 = never [{DEFAULT_TILE}]")
-    p.add_argument("--overlap", type=int, default=None, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}, at most half the tile]")
-    p.add_argument("--batch", type=positive_int, default=1, help="tiles per engine call [1]")
+    add_tiling_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface [127.0.0.1]")
     p.add_argument("--http-port", type=port, default=8000, help="HTTP/REST port [8000]")
     p.add_argument("--grpc-port", type=port, default=8001, help="gRPC port [8001]")

@@ -13,6 +13,7 @@ from elan_deploy.batch.work import UpscaleSettings
 from elan_deploy.commands.common import (
     add_engine_args,
     add_model_args,
+    add_tiling_args,
     loader_from_args,
     positive_int,
     resolve_auto_engine,
@@ -20,7 +21,7 @@ from elan_deploy.commands.common import (
 )
 from elan_deploy.console import progress, stderr
 from elan_deploy.errors import ElanDeployError
-from elan_deploy.upscale import DEFAULT_OVERLAP, DEFAULT_TILE, Upscaler
+from elan_deploy.upscale import Upscaler
 
 
 def check_flags(args: argparse.Namespace, plan: Plan) -> None:
@@ -142,9 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output file (.png/.jpg/.bmp/.tif/.webp; a video extension for a video) or folder (PNGs)")
     add_model_args(p)
     add_engine_args(p, default_runtime="auto", default_precision="auto")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"LR tile size above which images are tiled; 0 = never [{DEFAULT_TILE}]")
-    p.add_argument("--overlap", type=int, default=None, help=f"tile overlap in LR pixels [{DEFAULT_OVERLAP}, at most half the tile]")
-    p.add_argument("--batch", type=positive_int, default=1, help="tiles per engine call [1]")
+    add_tiling_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs, even inputs or files this tool did not write")
     p.add_argument("--recursive", action="store_true",
                    help="also upscale the images in the input folder's subfolders; outputs mirror their layout under -o")
