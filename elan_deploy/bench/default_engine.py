@@ -28,7 +28,6 @@ from elan_deploy.cpu import CpuCaps, cpu_caps_detected, cpu_model
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.results import ResultsDoc
 
-AUTO = "auto"
 BUDGET_DB = 0.05
 ENGINE_ENV = "ELAN_DEPLOY_ENGINE"
 LAST_RESULTS = Path("last-bench") / "results.json"  # under the cache root; written by every bench run
