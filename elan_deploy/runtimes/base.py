@@ -16,7 +16,7 @@ import numpy as np
 
 from elan_deploy.choices import Choice
 from elan_deploy.errors import ElanDeployError
-from elan_deploy.geometry import MULTIPLE
+from elan_deploy.geometry import DEFAULT_TILE, MULTIPLE
 
 if TYPE_CHECKING:  # source.py pulls in the export code; the protocol only names the type
     from elan_deploy.runtimes.source import ModelSource
@@ -87,10 +87,9 @@ class ShapeRange:
 
 
 DEFAULT_SHAPES = ShapeRange.parse("1x3x16x16:1x3x192x320:4x3x512x512")
-# One Upscaler tile (`geometry.DEFAULT_TILE`, kept equal by a test): the default of the runtimes
-# whose engines take one H x W (Core ML, ncnn); the Upscaler tiles every image at that shape.
-TILE = 256
-TILE_SHAPES = ShapeRange.static((1, 3, TILE, TILE))
+# One Upscaler tile: the default of the runtimes whose engines take one H x W (Core ML, ncnn);
+# the Upscaler tiles every image at that shape.
+TILE_SHAPES = ShapeRange.static((1, 3, DEFAULT_TILE, DEFAULT_TILE))
 
 
 @dataclass
