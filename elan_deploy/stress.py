@@ -20,18 +20,28 @@ clamped, with two 96-98 %, while the unguarded model stays far below either.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from elan_deploy.imaging import imresize
+from elan_deploy.metrics import psnr
 
+STRESS_DATASET = "stress"  # its name where a dataset is named (`bench --dataset stress`, results rows)
 CLASSES: tuple[str, ...] = ("text", "ui", "qr", "pixel-art", "line-art", "colour-blocks")
 FLAT_BLOCK = 8  # LR pixels on a side of a flat region
 FLAT_MARGIN = 2  # LR pixels at each side of a flat block left out of the measure (edge overshoot)
 FLAT_LEVELS = 12  # an output pixel within this many 8-bit levels of the block's colour counts as clean
+
+# What "holds on the stress set" means (the range guard's acceptance): raw outputs inside these
+# bounds, flat regions at least this clean per class (the worst image), and fidelity to the
+# guarded FP32 model at least this high (FP32 engines differ from it only by rounding order).
+RAW_BOUNDS = (-64.0, 320.0)
+FLAT_FLOORS = {"text": 0.99, "ui": 0.99, "qr": 0.95}
+FIDELITY_FLOOR_DB = {"fp32": 45.0, "reduced": 30.0}
 
 
 @dataclass(frozen=True)
@@ -179,3 +189,50 @@ def flat_share(lr: np.ndarray, sr: np.ndarray, scale: int) -> float | None:
             clean += int((distance <= FLAT_LEVELS).sum())
             total += distance.size
     return clean / total if total else None
+
+
+@dataclass(frozen=True)
+class StressScores:
+    """How one engine behaves on the stress set's raw inputs."""
+
+    raw_min: float  # lowest raw output value over all images (NaN when any output is not finite)
+    raw_max: float
+    flat_share: dict[str, float]  # class -> the worst image's flat share (classes with flat blocks only)
+    worst_fidelity_db: float | None  # lowest PSNR against the guarded FP32 outputs; None without them
+
+    def failures(self, precision: str) -> list[str]:
+        """Why the engine does not hold on the stress set (empty when it does); `precision` picks the fidelity floor."""
+        found = []
+        low, high = RAW_BOUNDS
+        if not (math.isfinite(self.raw_min) and math.isfinite(self.raw_max)):
+            found.append("non-finite output")
+        elif self.raw_min < low or self.raw_max > high:
+            found.append(f"raw output {self.raw_min:.0f}..{self.raw_max:.0f} outside {low:.0f}..{high:.0f}")
+        for kind, floor in FLAT_FLOORS.items():
+            if kind in self.flat_share and self.flat_share[kind] < floor:
+                found.append(f"{kind} {self.flat_share[kind] * 100:.1f} % clean < {floor * 100:.0f} %")
+        floor_db = FIDELITY_FLOOR_DB["fp32" if precision == "fp32" else "reduced"]
+        if self.worst_fidelity_db is not None and self.worst_fidelity_db < floor_db:
+            found.append(f"{self.worst_fidelity_db:.1f} dB from guarded fp32 < {floor_db:.0f}")
+        return found
+
+
+def score_raw_outputs(
+    images: Sequence[StressImage], raw: Sequence[np.ndarray], scale: int, reference: Sequence[np.ndarray] | None = None
+) -> StressScores:
+    """Scores of float outputs `raw` (HxWx3, unclipped) on the raw inputs; `reference`: the guarded FP32 outputs."""
+    finite = all(np.isfinite(out).all() for out in raw)
+    shares: dict[str, float] = {}
+    for image, out in zip(images, raw):
+        share = flat_share(image.lr, out, scale) if finite else None
+        if share is not None:
+            shares[image.kind] = min(shares.get(image.kind, 1.0), share)
+    fidelity = None
+    if reference is not None:
+        fidelity = min(psnr(np.clip(o, 0, 255), np.clip(r, 0, 255)) for o, r in zip(raw, reference)) if finite else 0.0
+    return StressScores(
+        raw_min=float(min(o.min() for o in raw)) if finite else math.nan,
+        raw_max=float(max(o.max() for o in raw)) if finite else math.nan,
+        flat_share={k: round(v, 4) for k, v in shares.items()},
+        worst_fidelity_db=None if fidelity is None else round(float(fidelity), 2),
+    )

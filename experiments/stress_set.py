@@ -27,7 +27,7 @@ from elan_deploy.metrics import psnr
 from elan_deploy.model import load_bundled
 from elan_deploy.results import machine_info
 from elan_deploy.runtimes import EngineCache, EngineLoader, ModelSource, ShapeRange
-from elan_deploy.stress import CLASSES, flat_share, stress_set
+from elan_deploy.stress import CLASSES, score_raw_outputs, stress_set
 from elan_deploy.upscale import Upscaler, round_up
 
 DEFAULT_CELLS = "torch:fp32,torch:bf16,onnxruntime:fp32,onnxruntime:fp16,onnxruntime:int8,openvino:fp32,openvino:bf16,openvino:int8"
@@ -46,17 +46,11 @@ def run_cell(source: ModelSource, runtime: str, precision: str, images, cache: E
 
 
 def summarize(images, raw, downscaled, reference) -> dict:
-    shares: dict[str, float] = {}
-    for image, out in zip(images, raw):
-        share = flat_share(image.lr, out, SCALE)
-        if share is not None:
-            shares[image.kind] = min(shares.get(image.kind, 1.0), share)
-    fidelity = [psnr(np.clip(o, 0, 255), np.clip(r, 0, 255)) for o, r in zip(raw, reference)]
+    scores = score_raw_outputs(images, raw, SCALE, reference)
     hr_psnr = [psnr(np.clip(o, 0, 255).round(), image.hr.astype(np.float64)) for image, o in zip(images, downscaled)]
     return {
-        "raw_min": float(min(o.min() for o in raw)), "raw_max": float(max(o.max() for o in raw)),
-        "flat_share": {k: round(v, 4) for k, v in shares.items()},
-        "worst_fidelity_db": round(float(min(fidelity)), 2), "hr_psnr_db": round(float(np.mean(hr_psnr)), 3),
+        "raw_min": scores.raw_min, "raw_max": scores.raw_max, "flat_share": scores.flat_share,
+        "worst_fidelity_db": scores.worst_fidelity_db, "hr_psnr_db": round(float(np.mean(hr_psnr)), 3),
     }
 
 

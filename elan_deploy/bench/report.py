@@ -17,6 +17,7 @@ from elan_deploy.bench.figures.cells import written_fidelity
 from elan_deploy.bench.matrix import row_label
 from elan_deploy.fileio import write_bytes_atomic
 from elan_deploy.results import LatencyRow, QualityRow, ResultsDoc, ResultsLike, Row
+from elan_deploy.stress import CLASSES, FIDELITY_FLOOR_DB, FLAT_FLOORS, RAW_BOUNDS, STRESS_DATASET
 
 __all__ = ["render_markdown", "summary_rows", "unsteady_machine_warning", "write_crop_figure", "write_crops",
            "write_report", "write_scatter"]
@@ -157,6 +158,7 @@ def render_markdown(doc: ResultsLike, main_shape: str, dataset: str) -> str:
             [[row_label(r.data), r.dataset, str(r.images), _fmt(r.psnr, 4), _fmt(r.ssim, 4), _fmt(written_fidelity(r, None))] for r in quality],
         ))
         parts.append("")
+    parts += _stress_section([r for r in quality if r.dataset == STRESS_DATASET])
     latency = doc.latency()
     if latency:
         parts += ["## Latency per shape", "", LATENCY_NOTE, ""]
@@ -177,6 +179,31 @@ def render_markdown(doc: ResultsLike, main_shape: str, dataset: str) -> str:
         ))
         parts.append("")
     return "\n".join(parts)
+
+
+def _stress_section(rows: list[QualityRow]) -> list[str]:
+    """The stress set's raw-input measures per cell, and which cells hold on it (`bench.stress_rows`)."""
+    if not rows:
+        return []
+    low, high = RAW_BOUNDS
+    floors = ", ".join(f"{kind} ≥ {floor * 100:.0f} %" for kind, floor in FLAT_FLOORS.items())
+    body = []
+    for r in rows:
+        flat = r.get("flat_share") or {}
+        raw = f"{r.get('raw_min'):.0f}..{r.get('raw_max'):.0f}" if r.get("raw_min") is not None else "not finite"
+        body.append([row_label(r.data), r.guard or "–", raw, *(_fmt(flat[k] * 100, 1) if k in flat else "–" for k in CLASSES),
+                     _fmt(r.get("stress_fidelity_db"), 1), _fmt(r.psnr, 4), "yes" if r.get("stress_holds") else "; ".join(r.get("stress_failures") or ["no"])])
+    holding = [row_label(r.data) for r in rows if r.get("stress_holds")]
+    return [
+        f"## Stress set: text, UI, QR, pixel art, line art, colour blocks ({rows[0].images} images)", "",
+        f"On the raw inputs: the raw output range, the % of output pixels within 12 levels of the input's colour in regions flat "
+        f"in the input (worst image per class), and the lowest PSNR against the range-guarded torch FP32 model. A cell holds with "
+        f"raw outputs in {low:.0f}..{high:.0f}, {floors} clean, and at least {FIDELITY_FLOOR_DB['fp32']:.0f} dB (FP32) or "
+        f"{FIDELITY_FLOOR_DB['reduced']:.0f} dB (reduced precisions) from guarded FP32. PSNR vs HR is the Y-PSNR on the HR renders' "
+        f"bicubic downscales. Holding here: {', '.join(holding) or 'none'}.", "",
+        markdown_table(["cell", "model", "raw output", *(f"flat {k} %" for k in CLASSES), "worst dB vs guarded fp32", "PSNR vs HR", "holds"], body),
+        "",
+    ]
 
 
 LATENCY_NOTE = (

@@ -22,6 +22,7 @@ from elan_deploy.bench.latency import LatencyConfig
 from elan_deploy.bench.matrix import Cell, build_matrix, plan_for_cpu, unavailable_reason
 from elan_deploy.bench.report import unsteady_machine_warning, write_crop_figure, write_report, write_scatter
 from elan_deploy.bench.runner import BenchConfig, BenchRunner, CellResult
+from elan_deploy.bench.stress_rows import STRESS_DATASET, StressSet, guarded_reference
 from elan_deploy.cpu import CpuCaps, cpu_caps
 from elan_deploy.datasets import SRDataset, load_dataset
 from elan_deploy.errors import ElanDeployError, WorkFailed
@@ -112,7 +113,10 @@ def _nothing_can_run(cells: list[Cell], runner: BenchRunner) -> str | None:
 
 def plan_bench(loaded: LoadedCheckpoint, settings: BenchSettings) -> BenchPlan:
     """The datasets, the cells (torch fp32 always among them, as the fidelity reference) and the CPU's plan."""
-    datasets = [load_dataset(name, loaded.config.scale, settings.data_root) for name in settings.datasets]
+    names = [name for name in settings.datasets if name != STRESS_DATASET]
+    if not names:
+        raise ElanDeployError(f"--dataset {STRESS_DATASET} goes beside a benchmark set: add --dataset Set5 (or Set14, B100, a folder)")
+    datasets = [load_dataset(name, loaded.config.scale, settings.data_root) for name in names]
     cells = build_matrix(settings.runtimes, settings.precisions, strategies=settings.strategies)
     if not cells:
         raise ElanDeployError("the --runtime/--precision filters select no cell; see `elan-deploy bench --help`")
@@ -120,13 +124,15 @@ def plan_bench(loaded: LoadedCheckpoint, settings: BenchSettings) -> BenchPlan:
     if reference_added:
         cells = build_matrix(["torch"], ["fp32"]) + cells
     caps = cpu_caps()
-    limit = settings.time_limit_s
+    limit, threads, stressed = settings.time_limit_s, settings.threads or os.cpu_count(), STRESS_DATASET in settings.datasets
+    root = settings.cache_root()
     config = BenchConfig(
-        shapes=settings.shapes, datasets=datasets, latency=settings.latency, threads=settings.threads or os.cpu_count(),
-        quick=settings.quick, work_dir=settings.output, onnx=settings.onnx, cache_root=settings.cache_root(),
+        shapes=settings.shapes, datasets=datasets, latency=settings.latency, threads=threads,
+        quick=settings.quick, work_dir=settings.output, onnx=settings.onnx, cache_root=root,
         allocator=settings.allocator, planned=plan_for_cpu(cells, settings.precisions, caps),
         asked_precisions=settings.precisions or [], deadline=settings.started + limit if limit else None,
         time_limit_s=limit, reference_added=reference_added, guard=settings.guard,
+        stress=StressSet(loaded.config.scale, guarded_reference(loaded, threads, root)) if stressed else None,
     )
     runner = BenchRunner(loaded, config)
     if why := _nothing_can_run(cells, runner):

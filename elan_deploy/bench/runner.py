@@ -26,6 +26,7 @@ import numpy as np
 from elan_deploy.bench.allocator import Allocator
 from elan_deploy.bench.latency import CpuLoad, LatencyConfig, LatencyStats
 from elan_deploy.bench.matrix import Cell, PlannedSkip, unavailable_reason
+from elan_deploy.bench.stress_rows import STRESS_DATASET, StressSet, stress_fields
 from elan_deploy.bench.worker import LatencyWorker, WorkerFailed, WorkerSpec
 from elan_deploy.cpu import mem_available
 from elan_deploy.datasets import SRDataset
@@ -58,6 +59,7 @@ class BenchConfig:
     time_limit_s: float | None = None
     reference_added: bool = False  # torch fp32 joined the plan as the fidelity reference, not by the user's filters
     guard: bool = True  # engine cells clamp to the T91 ranges (`--no-guard`: none does); the reference never does
+    stress: StressSet | None = None  # `--dataset stress`: a stress row per cell after its datasets
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
@@ -93,9 +95,9 @@ class BenchRunner:
         return self.config.guard and not cell.is_reference
 
     def source(self, cell: Cell) -> ModelSource:
-        key = (cell.shift, cell.attention, cell.windows, self.guarded(cell))
-        if key not in self.sources:
-            given = self.config.onnx if key[:3] == ("depthwise", "shared", DEFAULT_WINDOWS) else None
+        key = (cell.shift, cell.attention, cell.windows, self.guarded(cell), cell.uses_export)
+        if key not in self.sources:  # a given ONNX (and the guard in its metadata) is for the cells that run the export
+            given = self.config.onnx if cell.uses_export and key[:3] == ("depthwise", "shared", DEFAULT_WINDOWS) else None
             self.sources[key] = ModelSource(
                 self.loaded, shift=cell.shift, attention=cell.attention, windows=cell.windows, onnx=given,
                 work_dir=self.config.work_dir / "onnx", guard=key[3],
@@ -246,11 +248,13 @@ class BenchRunner:
             if fidelity:
                 finite = [f for f in fidelity if np.isfinite(f)]
                 extra["fidelity_psnr"] = round(float(np.mean(finite)), 2) if finite else "inf"
-            result.rows.append(
-                self._row(cell, engine, kind=RowKind.QUALITY.value, dataset=dataset.name, images=len(scores),
-                          psnr=round(float(np.mean([s[0] for s in scores])), 4),
-                          ssim=round(float(np.mean([s[1] for s in scores])), 4), extra=extra)
-            )
+            psnrs, ssims = zip(*scores)
+            result.rows.append(self._row(cell, engine, kind=RowKind.QUALITY.value, dataset=dataset.name, images=len(scores),
+                                         psnr=round(float(np.mean(psnrs)), 4), ssim=round(float(np.mean(ssims)), 4), extra=extra))
+        if self.config.stress is not None:
+            self._step(cell, "quality", f"{STRESS_DATASET} set (raw inputs and HR downscales)")
+            fields = stress_fields(self.config.stress, upscaler, cell.precision)
+            result.rows.append(self._row(cell, engine, kind=RowKind.QUALITY.value, dataset=STRESS_DATASET, **fields))
 
     def _latency_shape(self, shape: Shape, cells: list[Cell], results: dict[Cell, CellResult]) -> None:
         """Open workers while memory allows, time that batch in interleaved rounds, repeat."""
@@ -260,7 +264,7 @@ class BenchRunner:
         while pending:
             batch: dict[Cell, OpenWorker] = {}
             try:
-                while pending and (not batch or (len(batch) < MAX_WORKERS and available_memory_mb() > MEMORY_RESERVE_MB)):
+                while pending and (not batch or (len(batch) < MAX_WORKERS and _available_mb() > MEMORY_RESERVE_MB)):
                     cell = pending.pop(0)
                     if (opened := self._open_worker(cell, shape, padded, results[cell])) is not None:
                         batch[cell] = opened
@@ -374,6 +378,7 @@ class BenchRunner:
 Shape = tuple[int, int, int, int]
 MAX_WORKERS = 16  # engines timed side by side at one shape
 MEMORY_RESERVE_MB = 3072  # open no further worker once less memory than this is available
+_available_mb = lambda: float("inf") if (mb := mem_available()) is None else mb / 2**20  # unreadable: MAX_WORKERS bounds a batch
 
 
 @dataclass(frozen=True)
@@ -385,12 +390,6 @@ class OpenWorker:
 
 def _text(shape: Shape) -> str:
     return "x".join(map(str, shape))
-
-
-def available_memory_mb() -> float:
-    """MemAvailable from /proc/meminfo; infinite where it cannot be read (then MAX_WORKERS bounds a batch)."""
-    available = mem_available()
-    return available / 2**20 if available is not None else float("inf")
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def _settings(args: argparse.Namespace, started: float) -> BenchSettings:
     if args.quick:
         latency = LatencyConfig(warmup=1, min_iters=2, max_iters=3, time_budget_s=1.0, rounds=1)
     return BenchSettings(
-        output=args.output, shapes=shapes, datasets=_split(args.dataset) or ["Set5"], latency=latency, started=started,
+        output=args.output, shapes=shapes, datasets=_split(args.dataset) or ["Set5", "stress"], latency=latency, started=started,
         cache_root=lambda: cache_root_from_args(args), runtimes=runtimes, precisions=precisions, data_root=args.data_root,
         threads=args.threads, quick=args.quick, onnx=args.onnx, allocator=args.allocator, strategies=args.strategies == "all",
         time_limit_s=args.time_limit, guard=not args.no_guard,
@@ -143,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only these precisions (repeatable or comma-separated); a precision named here runs even where this CPU only emulates it")
     p.add_argument("--strategies", choices=("default", "all"), default="default", help="also compare every export strategy on ONNX Runtime/OpenVINO fp32")
     p.add_argument("--shapes", action="append", help="LR input shapes Nx3xHxW, first is the headline [1x3x180x320,1x3x64x64]")
-    p.add_argument("--dataset", action="append", help="quality datasets: Set5, Set14, B100 or folders [Set5]")
+    p.add_argument("--dataset", action="append", help="quality datasets: Set5, Set14, B100, folders, and `stress` (text, UI, QR... generated in code) [Set5 stress]")
     p.add_argument("--data-root", type=Path, help="folder holding Set5/, Set14/, B100/")
     p.add_argument("--warmup", type=int, default=1, help="warm-up runs per shape [1]")
     p.add_argument("--iters", type=int, default=5, help="minimum timed runs per shape [5]")

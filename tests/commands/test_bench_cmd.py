@@ -108,3 +108,10 @@ def test_asking_only_for_what_cannot_run_exits_1(tmp_path: Path, shared_data: Pa
     assert main(["bench", "--runtime", "tensorrt", "--output", str(out), "--data-root", str(shared_data)]) == 1
     assert "nothing it asked for can run here" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_stress_set_goes_beside_a_benchmark_set(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["bench", "--runtime", "torch", "--precision", "fp32", "--dataset", "stress", "--output", str(out)]) == 2
+    assert "--dataset stress goes beside a benchmark set: add --dataset Set5" in capsys.readouterr().err
+    assert not out.exists()
