@@ -232,3 +232,11 @@ def test_attention_fp32_option(keep):
     dtypes = [(op.type, op.outputs[0].type.tensorType.dataType) for op in ops]
     attention = MIL_pb2.DataType.FLOAT32 if keep else MIL_pb2.DataType.FLOAT16
     assert dtypes == [("matmul", attention), ("softmax", attention), ("matmul", MIL_pb2.DataType.FLOAT16)]
+
+
+def test_the_range_guard_converts_as_one_clamp_per_site(fp32_engine, source):
+    """Every guarded conv output becomes a Core ML maximum + minimum pair (conversion on Linux; prediction needs macOS)."""
+    counts = _op_counts(fp32_engine / PACKAGE)
+    sites = len(source.range_guard().sites)
+    assert source.guard_label == "guarded" and sites > 90
+    assert counts["maximum"] == counts["minimum"] == sites
