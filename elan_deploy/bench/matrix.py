@@ -38,6 +38,7 @@ DEFAULT_CELLS: tuple[tuple[str, str], ...] = (
     ("coreml", "int8"),
     ("ncnn", "fp32"),
     ("ncnn", "fp16"),
+    ("ncnn", "int8"),
 )
 # Export strategies compared on the ONNX runtimes at fp32 (`--strategies all`).
 STRATEGY_RUNTIMES = ("onnxruntime", "openvino")

@@ -18,6 +18,14 @@ Choices, and why:
   packing and arithmetic, which ncnn applies per layer where the CPU supports them; the engine
   reports which of them the CPU has. The range guard keeps the attention logits inside fp16's
   range (on T91 they peak near 1.7 thousand).
+- int8 is ncnn's own INT8 (`runtimes.ncnn`: the `ncnn2table` table and the `ncnn2int8`
+  rewrite, in NumPy). Convolutions run INT8; attention MatMuls and Softmax stay fp32 (ncnn
+  has no INT8 layer for them). Ranges: 127/absmax of each convolution's input over T91
+  calibration crops, run on a small static-shape fp32 engine (the ranges do not depend on
+  the shape). Layer groups that cost the most stay fp32 until the held-out T91 drop
+  meets the budget of the other INT8 engines (`sensitivity`, 0.05 dB, mean + 1 s.e.); the
+  engine folder keeps the table (`model.ncnn.table`) and the build record says which groups
+  stayed float and what the held-out check measured.
 - Every build runs the engine once against the PyTorch deploy module on a smooth synthetic
   image: a conversion that does not compute the network (a dropped layer gives a ~10 dB
   picture) or that gives NaN/Inf is refused, never cached.
@@ -50,16 +58,22 @@ from elan_deploy.runtimes.base import (
     ShapeRange,
     check_input,
 )
+from elan_deploy.runtimes.ncnn import int8_format
 from elan_deploy.runtimes.source import ModelSource
 
 WINDOWS = "rank4"
 PARAM = "model.ncnn.param"
 BIN = "model.ncnn.bin"
+TABLE = "model.ncnn.table"
 BUILD_INFO = "ncnn-build.json"
+# Part of the engine cache key (`version`): bump it when the INT8 table or the float-fallback search
+# (`runtimes.ncnn`) changes, so cached INT8 engines are rebuilt rather than reused.
+INT8_RECIPE = 1
 INPUT_BLOB, OUTPUT_BLOB = "in0", "out0"  # the names PNNX gives the first input and output
 # Fidelity to the PyTorch deploy module below which a build is refused (PSNR on 0..255, dB):
-# a converted network computes the same function to ~1e-4 in fp32; fp16 storage loses ~3 digits.
-MIN_BUILD_FIDELITY_DB = {Precision.FP32: 60.0, Precision.FP16: 35.0}
+# a converted network computes the same function to ~1e-4 in fp32; fp16 storage loses ~3 digits;
+# INT8 is held to the floor of the other INT8 engines (35 dB from FP32 on natural images).
+MIN_BUILD_FIDELITY_DB = {Precision.FP32: 60.0, Precision.FP16: 35.0, Precision.INT8: 35.0}
 _PNNX_TIMEOUT_S = 1800
 _REDUCED_OPTIONS = ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage", "use_bf16_packed")
 
@@ -101,7 +115,7 @@ def verification_image(height: int, width: int) -> np.ndarray:
     return np.stack(channels)[None].astype(np.float32)
 
 
-def _convert(module: Any, shape: Shape, fp16_weights: bool, out: Path) -> None:
+def convert(module: Any, shape: Shape, fp16_weights: bool, out: Path) -> None:
     """Trace the rank4 deploy module at `shape` and run PNNX; writes PARAM and BIN into `out`."""
     import torch
 
@@ -136,6 +150,7 @@ class NcnnEngine:
         reduced = precision is Precision.FP16
         for option in _REDUCED_OPTIONS:
             setattr(self.net.opt, option, reduced and option.startswith("use_fp16"))
+        self.net.opt.use_int8_inference = precision is Precision.INT8  # only layers with int8 weights run INT8
         self.net.opt.use_vulkan_compute = False
         if options.threads:
             self.net.opt.num_threads = options.threads
@@ -146,9 +161,9 @@ class NcnnEngine:
             runtime="ncnn",
             runtime_version=ncnn.__version__,
             precision=precision,
-            precision_used=fp16_used(ncnn) if reduced else "fp32",
+            precision_used=fp16_used(ncnn) if reduced else precision.value if precision is Precision.INT8 else "fp32",
             threads=self.net.opt.num_threads,
-            details={"windows": WINDOWS},
+            details={"windows": WINDOWS, **(int8_details(folder) if precision is Precision.INT8 else {})},
         )
         self._ncnn = ncnn
 
@@ -172,6 +187,12 @@ class NcnnEngine:
         return np.stack(outputs)
 
 
+def int8_details(folder: Path) -> dict[str, str]:
+    """How many of the quantizable layers run INT8 (the others stay fp32)."""
+    layers = int8_format.Graph.read(folder / PARAM).quantizable()
+    return {"int8_layers": f"{sum(1 for layer in layers if layer.get(8, 0))}/{len(layers)}"}
+
+
 def fp16_used(ncnn: Any) -> str:
     """What ncnn's fp16 options give on this CPU: fp16 arithmetic needs ARMv8.2 (asimdhp); x86
     stores fp16 (weights and activations where a layer supports it) and computes in fp32."""
@@ -180,10 +201,30 @@ def fp16_used(ncnn: Any) -> str:
     return "fp16-storage+fp32-arithmetic"
 
 
+def verify(engine: NcnnEngine, module: Any, precision: Precision) -> float:
+    """The engine's PSNR against the PyTorch deploy module on the verification image; a
+    non-finite or unfaithful engine is refused (the cache then keeps nothing)."""
+    import torch
+
+    image = verification_image(engine.shape[2], engine.shape[3])
+    got = engine(image)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(image)).numpy()
+    if not np.isfinite(got).all():
+        raise WorkFailed(f"the ncnn {precision.value} engine gave NaN or Inf on the verification image; it was not kept")
+    fidelity = psnr(got, expected)
+    if fidelity < MIN_BUILD_FIDELITY_DB[precision]:
+        raise WorkFailed(
+            f"the ncnn {precision.value} engine does not compute the network: {fidelity:.1f} dB against PyTorch on the "
+            f"verification image (at least {MIN_BUILD_FIDELITY_DB[precision]:.0f} dB expected); it was not kept"
+        )
+    return fidelity
+
+
 class NcnnRuntime(RuntimeDefaults):
     name = "ncnn"
     extra = "ncnn"
-    precisions = (Precision.FP32, Precision.FP16)
+    precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
     default_shapes = TILE_SHAPES
 
     def check(self) -> None:
@@ -193,30 +234,24 @@ class NcnnRuntime(RuntimeDefaults):
     def version(self) -> str:
         import importlib.metadata
 
-        return f"ncnn {import_ncnn().__version__}, pnnx {importlib.metadata.version('pnnx')}"
+        return f"ncnn {import_ncnn().__version__}, pnnx {importlib.metadata.version('pnnx')}, int8 recipe {INT8_RECIPE}"
 
     def build(self, source: ModelSource, precision: Precision, shapes: ShapeRange, out: Path, options: BuildOptions) -> None:
-        import torch
-
         shape = engine_shape(shapes)
         module = source.deploy_module(windows=WINDOWS)
-        _convert(module, shape, fp16_weights=precision is Precision.FP16, out=out)
+        record: dict[str, Any] = {}
+        if precision is Precision.INT8:
+            # imported here: calibration pulls in the ONNX tooling, which fp32/fp16 builds never need
+            from elan_deploy.runtimes.ncnn.int8_search import build_int8
+
+            record = {"int8": build_int8(module, source.scale, shape, out)}
+        else:
+            convert(module, shape, fp16_weights=precision is Precision.FP16, out=out)
         engine = NcnnEngine(out, precision, ShapeRange.static(shape), options)
-        image = verification_image(shape[2], shape[3])
-        got = engine(image)
-        with torch.no_grad():
-            expected = module(torch.from_numpy(image)).numpy()
-        if not np.isfinite(got).all():
-            raise WorkFailed("the ncnn engine gave NaN or Inf on the verification image; it was not kept")
-        fidelity = psnr(got, expected)
-        if fidelity < MIN_BUILD_FIDELITY_DB[precision]:
-            raise WorkFailed(
-                f"the ncnn engine does not compute the network: {fidelity:.1f} dB against PyTorch on the verification "
-                f"image (at least {MIN_BUILD_FIDELITY_DB[precision]:.0f} dB expected); it was not kept"
-            )
+        fidelity = verify(engine, module, precision)
         write_json_atomic(out / BUILD_INFO, {
             "windows": WINDOWS, "shape": list(shape), "precision": precision.value, "precision_used": engine.info.precision_used,
-            "fidelity_db": None if math.isinf(fidelity) else round(fidelity, 2), "version": self.version(),
+            "fidelity_db": None if math.isinf(fidelity) else round(fidelity, 2), "version": self.version(), **record,
         })
 
     def load(self, engine: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> NcnnEngine:

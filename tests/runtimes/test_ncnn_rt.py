@@ -23,8 +23,9 @@ SHAPE = ShapeRange.parse("1x3x32x48")
 
 
 @pytest.fixture(scope="module")
-def ncnn_fp32(model_source, tmp_path_factory):
-    loader = EngineLoader(model_source, "ncnn", "fp32", SHAPE, threads=2, cache_root=tmp_path_factory.mktemp("ncnn-cache"))
+def ncnn_fp32(model_source):
+    """In the session's engine cache, where test_ncnn_int8 finds the same engine instead of converting again."""
+    loader = EngineLoader(model_source, "ncnn", "fp32", SHAPE, threads=2)
     return loader, loader.open()
 
 
