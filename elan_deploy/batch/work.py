@@ -11,7 +11,7 @@ from elan_deploy.batch.results import FileResult, run_guarded
 from elan_deploy.geometry import MULTIPLE
 from elan_deploy.imaging import read_image
 from elan_deploy.runtimes import Engine, ShapeRange
-from elan_deploy.upscale import Upscaler
+from elan_deploy.upscale import OutputRange, Upscaler
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,17 @@ class UpscaleSettings:
 
 
 def upscale_image_file(job: Job, upscaler: Upscaler, job_digest: str) -> tuple[str, ...]:
-    """Read, upscale and write one image atomically; returns the reader's warnings as notes."""
+    """Read, upscale and write one image atomically; returns as notes the reader's warnings and, for an
+    image that drove the model far off its training domain, that its output may show artifacts."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         image = read_image(job.source, keep_gray=True)
-    pixels = upscaler.upscale_uint8(image)
+    observed = OutputRange()
+    pixels = upscaler.upscale_uint8(image, observed)
     tag = OutputTag(file_sha256(job.source), job_digest, int(pixels.shape[1]), int(pixels.shape[0]))
     write_output(job.output, pixels, tag)
-    return tuple(str(w.message) for w in caught)
+    notes = [str(w.message) for w in caught]
+    return (*notes, off_domain) if (off_domain := observed.off_domain_note(job.source.name)) else tuple(notes)
 
 
 def process_job(job: Job, upscaler: Upscaler, job_digest: str) -> FileResult:

@@ -7,10 +7,10 @@
 
 from elan_deploy.geometry import DEFAULT_OVERLAP, DEFAULT_TILE, MULTIPLE, WRAP_CONTEXT, round_up, seams, tile_starts, wrap_aware_indices
 from elan_deploy.upscale.memory import BYTES_PER_LR_PIXEL, MAX_MEMORY_ENV, PROCESS_BASE_BYTES, MemoryEstimate, available_memory
-from elan_deploy.upscale.upscaler import Upscaler, engine_hint, engine_label
+from elan_deploy.upscale.upscaler import OutputRange, Upscaler, engine_hint, engine_label
 
 __all__ = [
     "BYTES_PER_LR_PIXEL", "DEFAULT_OVERLAP", "DEFAULT_TILE", "MAX_MEMORY_ENV", "MULTIPLE", "PROCESS_BASE_BYTES", "WRAP_CONTEXT",
-    "MemoryEstimate", "Upscaler", "available_memory", "engine_hint", "engine_label", "round_up", "seams", "tile_starts",
+    "MemoryEstimate", "OutputRange", "Upscaler", "available_memory", "engine_hint", "engine_label", "round_up", "seams", "tile_starts",
     "wrap_aware_indices",
 ]

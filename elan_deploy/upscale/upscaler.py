@@ -21,6 +21,7 @@ becomes a pixel.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from elan_deploy.geometry import (
     tile_starts,
     wrap_aware_indices,
 )
+from elan_deploy.stress import RAW_BOUNDS
 from elan_deploy.runtimes.base import Engine, ShapeRange
 from elan_deploy.upscale.memory import BYTES_PER_LR_PIXEL, MAX_MEMORY_ENV, MemoryEstimate, available_memory, gib
 
@@ -166,11 +168,12 @@ class Upscaler:
             out[y0:y1, x0:x1] = _luminance(block) if gray else block
         return out
 
-    def upscale_uint8(self, image: np.ndarray) -> np.ndarray:
+    def upscale_uint8(self, image: np.ndarray, observed: OutputRange | None = None) -> np.ndarray:
         """HxWx3 (or HxW grayscale) uint8/float 0..255 -> sHxsWx3 (or sHxsW) uint8.
 
         Equal to rounding `__call__`'s output, in memory bounded by the tile: each tile is
         rounded into the uint8 output as it arrives. NaN/Inf raises NonFiniteOutput.
+        `observed`, when given, collects the raw output's range before it is clipped to 0..255.
         """
         rgb, gray = _as_rgb(image)
         height, width = rgb.shape[:2]
@@ -179,6 +182,8 @@ class Upscaler:
         out = np.empty(shape, dtype=np.uint8)
         for (y0, y1, x0, x1), block in self._pieces(rgb):
             # imaging.to_uint8's round and clip, with one tile-sized temporary instead of three
+            if observed is not None:
+                observed.add(block)
             values = np.round(_luminance(block) if gray else block)
             np.clip(values, 0, 255, out=values)
             out[y0:y1, x0:x1] = values
@@ -227,6 +232,31 @@ class Upscaler:
                 ty, tx = y0 - rows[r], x0 - cols[c]
                 block = sr[:, ty * s : (ty + y1 - y0) * s, tx * s : (tx + x1 - x0) * s].transpose(1, 2, 0)
                 yield (y0 * s, y1 * s, x0 * s, x1 * s), block
+
+
+@dataclass
+class OutputRange:
+    """The lowest and highest raw output value of one image, before rounding and clipping.
+
+    A network on its training domain overshoots 0..255 a little at sharp edges (the range-guarded
+    model stays within −45..315 on the stress set's rendered text and QR codes). Far beyond
+    `RAW_BOUNDS` the features have left every range seen in training and the picture shows
+    speckles and torn edges however it is clipped: `off_domain_note` says so, for the file.
+    """
+
+    low: float = float("inf")
+    high: float = float("-inf")
+
+    def add(self, block: np.ndarray) -> None:
+        self.low, self.high = min(self.low, float(block.min())), max(self.high, float(block.max()))
+
+    def off_domain_note(self, name: str) -> str | None:
+        low, high = RAW_BOUNDS
+        if self.low >= low and self.high <= high:
+            return None
+        return (f"{name}: the model's raw output reached {self.low:.0f}..{self.high:.0f}, far outside 0..255: the image is "
+                "off its training domain (text, QR codes, UI, flat colour?) and may show artifacts; the range guard "
+                "(on unless --no-guard) keeps such outputs bounded")
 
 
 def engine_label(engine: object) -> str:
