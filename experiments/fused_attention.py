@@ -401,14 +401,14 @@ def check_outputs(kernel: Any, groups: list[Group], precision: str) -> tuple[lis
 
 
 def check_scalar_path(kernel: Any, groups: list[Group]) -> str:
-    """The plain C++ path (CPUs without AVX2) against the reference, on a 64x64 crop of each shift."""
+    """The plain C++ path (CPUs without AVX2) against the reference, on a 64x64 crop of each shift (or the whole map)."""
     if "scalar" not in kernel.cpu_paths():
         return "plain C++ path: not built"
     worst = 0.0
     for g in groups:
         crop = Projections(g.proj.first[:, :64, :64].contiguous(), g.proj.second[:, :64, :64].contiguous())
         c, off = g.channels, g.channels * g.index
-        out = torch.zeros(1, 64, 64, crop.second.shape[3])
+        out = torch.zeros(1, crop.first.shape[1], crop.first.shape[2], crop.second.shape[3])  # smaller features: the whole map
         kernel.first_gmsa(crop.first, 2 * c * g.index, c, g.ws, g.shifted, out, off, None, "f32", "scalar")
         ref, _ = reference_attention(crop.first, 2 * c * g.index, crop.first, 2 * c * g.index + c, c, g.ws, g.shifted)
         worst = max(worst, rel_error(out[..., off:off + c], ref))
