@@ -3,9 +3,10 @@
 
     python -m experiments.ncnn_dynamic_shapes [--shape 64x96] [--shape2 96x128] [--run 48x80 --run 64x96]
 
-ncnn engines are built for one H x W (`runtimes.ncnn_rt`): PNNX writes the traced window counts
-into every Reshape. Given a second input shape (`inputshape2`), PNNX instead writes shape
-expressions (ncnn >= 20250428). This converts the guarded bundled model that way, lists the
+PNNX writes the traced window counts into every Reshape, so a plain conversion runs one H x W.
+The toolkit's ncnn engines take any size through their own rewrite of two plain conversions
+(`runtimes.ncnn.any_size`). This is the route it does not take: given a second input shape
+(`inputshape2`), PNNX itself writes shape expressions (ncnn >= 20250428). This converts the guarded bundled model that way, lists the
 layers ncnn has no implementation for (PNNX leaves them under their PyTorch names, e.g.
 `Tensor.reshape`) and the Reshape expressions with more than four axes, then loads and runs the
 file at each `--run` shape in a child process (a crash inside ncnn ends only the child) and

@@ -218,7 +218,7 @@ class BenchRunner:
         if cell.runtime == "torch-compile" or not self.config.datasets:
             return  # torch.compile recompiles per image size: latency only
         self._export(cell)
-        default = self.loader(cell, None).engine_shapes  # one H x W (ncnn): tiles at it; else whole images
+        default = self.loader(cell, None).engine_shapes  # one H x W (Core ML): tiles at it; else whole images
         static = default if default.is_static else None
         loader = self.loader(cell, static or DEFAULT_SHAPES)
         self._step(cell, self._build_phase(cell), "(engine for quality)" if loader.needs_build else "(load)")

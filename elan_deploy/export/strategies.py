@@ -11,8 +11,9 @@ ATTENTION_STRATEGIES: tuple[str, ...] = ("shared", "sdpa")
 # computed from the input shape, which a runtime folds to constants for a static engine;
 # "reshape" = the Slice/Concat rolls and Reshape/Transpose/Reshape partitions of the paper's code;
 # "rank4" = the same rolls, with partitions that keep the batch axis and at most four axes after
-# it (ncnn's tensors have no more), so the window Reshapes stay free of the batch: the form PNNX
-# converts for ncnn (`runtimes.ncnn_rt`).
+# it (ncnn's tensors have no more), so the window Reshapes stay free of the batch, and each Reshape's
+# H- or W-dependent sizes follow one axis of its input: the form PNNX converts for ncnn
+# (`runtimes.ncnn_rt`, `runtimes.ncnn.any_size`).
 WINDOW_STRATEGIES: tuple[str, ...] = ("gather", "reshape", "rank4")
 # Gather is the default: measured 19 % faster on OpenVINO (f32 and bf16, 1x3x192x320) and, in its
 # previous form, 11 % on ONNX Runtime (fp32, 1x3x180x320) (BENCHMARKS.md, "Window data movement").

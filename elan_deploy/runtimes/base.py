@@ -87,8 +87,8 @@ class ShapeRange:
 
 
 DEFAULT_SHAPES = ShapeRange.parse("1x3x16x16:1x3x192x320:4x3x512x512")
-# One Upscaler tile: the default of the runtimes whose engines take one H x W (Core ML, ncnn);
-# the Upscaler tiles every image at that shape.
+# One Upscaler tile: the default of a runtime whose engines take one H x W (Core ML); the
+# Upscaler tiles every image at that shape.
 TILE_SHAPES = ShapeRange.static((1, 3, DEFAULT_TILE, DEFAULT_TILE))
 
 

@@ -10,9 +10,12 @@ Choices, and why:
   views of the "reshape" form (PNNX drops those Reshapes, and ncnn then refuses to load the
   file). Whatever `--windows` says, an ncnn engine is built from the rank4 form, and its build
   record says so.
-- One static shape per engine: PNNX writes every Reshape with the window counts of the traced
-  H x W. The Upscaler tiles at the engine's shape (`DEFAULT_SHAPES` is one Upscaler tile), and
-  a batch is run one image at a time, so only the batch of a shape range may vary.
+- One file for every H x W (`runtimes.ncnn.any_size`): PNNX writes each Reshape with the
+  window counts of the traced shape, so the network is converted at two small probe shapes
+  and the Reshapes whose sizes differ become ncnn shape expressions of their inputs. Images
+  then run at their own padded size, as on ONNX Runtime, and the shifted windows wrap at the
+  image's edge, not at a canvas's. The engine's shape range only bounds what it accepts
+  (a static range is one Upscaler tile); a batch runs one image at a time.
 - fp32 turns every reduced-precision option of ncnn off (its defaults store fp16 or bf16
   where the CPU has them). fp16 writes the weights as fp16 and turns on ncnn's fp16 storage,
   packing and arithmetic, which ncnn applies per layer where the CPU supports them; the engine
@@ -36,7 +39,6 @@ Choices, and why:
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 import tempfile
 import warnings
@@ -49,7 +51,7 @@ from elan_deploy.errors import ElanDeployError, RuntimeUnavailable, WorkFailed
 from elan_deploy.fileio import write_json_atomic
 from elan_deploy.metrics import psnr
 from elan_deploy.runtimes.base import (
-    TILE_SHAPES,
+    DEFAULT_SHAPES,
     BuildOptions,
     EngineInfo,
     Precision,
@@ -58,7 +60,7 @@ from elan_deploy.runtimes.base import (
     ShapeRange,
     check_input,
 )
-from elan_deploy.runtimes.ncnn import int8_format
+from elan_deploy.runtimes.ncnn import any_size, int8_format
 from elan_deploy.runtimes.source import ModelSource
 
 WINDOWS = "rank4"
@@ -66,8 +68,9 @@ PARAM = "model.ncnn.param"
 BIN = "model.ncnn.bin"
 TABLE = "model.ncnn.table"
 BUILD_INFO = "ncnn-build.json"
-# Part of the engine cache key (`version`): bump it when the INT8 table or the float-fallback search
-# (`runtimes.ncnn`) changes, so cached INT8 engines are rebuilt rather than reused.
+# Part of the engine cache key (`version`): bump them when the any-size rewrite or the INT8 table
+# and float-fallback search (`runtimes.ncnn`) change, so cached engines are rebuilt rather than reused.
+ANY_SIZE_FORMAT = 1
 INT8_RECIPE = 1
 INPUT_BLOB, OUTPUT_BLOB = "in0", "out0"  # the names PNNX gives the first input and output
 # Fidelity to the PyTorch deploy module below which a build is refused (PSNR on 0..255, dB):
@@ -94,16 +97,6 @@ def pnnx_executable() -> Path:
     return Path(pnnx.EXEC_PATH)
 
 
-def engine_shape(shapes: ShapeRange) -> Shape:
-    """The one H x W an ncnn engine is built for (batch 1: images run one at a time)."""
-    if shapes.min[1:] != shapes.max[1:]:
-        raise ElanDeployError(
-            f"ncnn engines take one H x W (only the batch may vary), got {shapes}; pass a single shape "
-            f"such as 1x3x{shapes.opt[2]}x{shapes.opt[3]} (the Upscaler tiles at the engine's shape)"
-        )
-    return (1, *shapes.opt[1:])  # type: ignore[return-value]
-
-
 def verification_image(height: int, width: int) -> np.ndarray:
     """1,3,H,W in 0..255: smooth gradients and waves, inside the range natural images take."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -115,37 +108,52 @@ def verification_image(height: int, width: int) -> np.ndarray:
     return np.stack(channels)[None].astype(np.float32)
 
 
-def convert(module: Any, shape: Shape, fp16_weights: bool, out: Path) -> None:
-    """Trace the rank4 deploy module at `shape` and run PNNX; writes PARAM and BIN into `out`."""
+def _pnnx_command(work: Path, shape: Shape, fp16_weights: bool) -> list[str]:
+    side = {name: str(work / f"model.{name}") for name in ("pnnxparam", "pnnxbin", "pnnxpy", "pnnxonnx", "ncnnpy")}
+    return [
+        str(pnnx_executable()), str(work / "model.pt"), f"inputshape=[{','.join(map(str, shape))}]f32", "device=cpu",
+        f"ncnnparam={work / PARAM}", f"ncnnbin={work / BIN}", *(f"{k}={v}" for k, v in side.items()),
+        f"fp16={1 if fp16_weights else 0}",
+    ]
+
+
+def convert(module: Any, fp16_weights: bool, out: Path) -> None:
+    """Trace the rank4 deploy module at both probe shapes, run PNNX on each (side by side), and
+    write the any-size PARAM and BIN into `out`."""
     import torch
 
-    executable = pnnx_executable()
-    example = torch.from_numpy(verification_image(shape[2], shape[3]))
+    pnnx_executable()
     with tempfile.TemporaryDirectory(prefix=".pnnx-", dir=out) as tmp:
-        work = Path(tmp)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace", category=DeprecationWarning)  # PNNX reads TorchScript
-            torch.jit.trace(module, example, check_trace=False).save(str(work / "model.pt"))
-        side = {name: str(work / f"model.{name}") for name in ("pnnxparam", "pnnxbin", "pnnxpy", "pnnxonnx", "ncnnpy")}
-        command = [
-            str(executable), str(work / "model.pt"), f"inputshape=[{','.join(map(str, shape))}]f32", "device=cpu",
-            f"ncnnparam={work / PARAM}", f"ncnnbin={work / BIN}", *(f"{k}={v}" for k, v in side.items()),
-            f"fp16={1 if fp16_weights else 0}",
+        probes = [Path(tmp) / f"{shape[2]}x{shape[3]}" for shape in any_size.PROBE_SHAPES]
+        for work, shape in zip(probes, any_size.PROBE_SHAPES):
+            work.mkdir()
+            example = torch.from_numpy(verification_image(shape[2], shape[3]))
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace", category=DeprecationWarning)  # PNNX reads TorchScript
+                torch.jit.trace(module, example, check_trace=False).save(str(work / "model.pt"))
+        running = [
+            subprocess.Popen(_pnnx_command(work, shape, fp16_weights), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for work, shape in zip(probes, any_size.PROBE_SHAPES)
         ]
-        done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=_PNNX_TIMEOUT_S, check=False)
-        if done.returncode != 0 or not (work / PARAM).is_file() or not (work / BIN).is_file():
-            tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-3:])
-            raise WorkFailed(f"PNNX could not convert the model for ncnn (exit {done.returncode}): {tail}")
-        for name in (PARAM, BIN):
-            shutil.move(str(work / name), out / name)
+        for work, process in zip(probes, running):
+            try:
+                log, _ = process.communicate(timeout=_PNNX_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                for other in running:
+                    other.kill()
+                raise WorkFailed(f"PNNX did not finish converting the model for ncnn within {_PNNX_TIMEOUT_S} s") from None
+            if process.returncode != 0 or not (work / PARAM).is_file() or not (work / BIN).is_file():
+                tail = " | ".join(log.strip().splitlines()[-3:])
+                raise WorkFailed(f"PNNX could not convert the model for ncnn (exit {process.returncode}): {tail}")
+        any_size.write_any_size(import_ncnn(), (probes[0], probes[1]), PARAM, BIN, INPUT_BLOB, out)
 
 
 class NcnnEngine:
-    """An ncnn `Net` for one H x W; a batch runs image by image through fresh extractors."""
+    """An ncnn `Net` that runs any H x W inside `shapes`; a batch runs image by image through fresh extractors."""
 
     def __init__(self, folder: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> None:
         ncnn = import_ncnn()
-        self.shape = engine_shape(shapes)
+        self.shapes = shapes
         self.net = ncnn.Net()
         reduced = precision is Precision.FP16
         for option in _REDUCED_OPTIONS:
@@ -169,10 +177,9 @@ class NcnnEngine:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = check_input(x)
-        if tuple(x.shape[1:]) != self.shape[1:]:
-            want = "x".join(map(str, self.shape[2:]))
+        if not self.shapes.contains((self.shapes.min[0], *x.shape[1:])):  # any batch: images run one at a time
             raise ElanDeployError(
-                f"this ncnn engine takes {want} inputs, got {x.shape[2]}x{x.shape[3]}; "
+                f"this ncnn engine takes inputs within {self.shapes}, got {x.shape[2]}x{x.shape[3]}; "
                 f"build one with --shapes 1x3x{x.shape[2]}x{x.shape[3]} or upscale through the Upscaler, which tiles"
             )
         outputs = []
@@ -201,31 +208,43 @@ def fp16_used(ncnn: Any) -> str:
     return "fp16-storage+fp32-arithmetic"
 
 
+def verification_shapes(shapes: ShapeRange) -> list[Shape]:
+    """The engine's own shape, and one of another height and width inside its range when there is one:
+    an any-size file that is right at one size only is refused too."""
+    first: Shape = (1, *shapes.opt[1:])  # type: ignore[assignment]
+    other: Shape = (1, 3, max(shapes.min[2], shapes.opt[2] // 32 * 16), shapes.max[3])  # about half as high, as wide as it goes
+    return [first] if other == first else [first, other]
+
+
 def verify(engine: NcnnEngine, module: Any, precision: Precision) -> float:
-    """The engine's PSNR against the PyTorch deploy module on the verification image; a
-    non-finite or unfaithful engine is refused (the cache then keeps nothing)."""
+    """The engine's lowest PSNR against the PyTorch deploy module on the verification images at
+    `verification_shapes`; a non-finite or unfaithful engine is refused (the cache then keeps nothing)."""
     import torch
 
-    image = verification_image(engine.shape[2], engine.shape[3])
-    got = engine(image)
-    with torch.no_grad():
-        expected = module(torch.from_numpy(image)).numpy()
-    if not np.isfinite(got).all():
-        raise WorkFailed(f"the ncnn {precision.value} engine gave NaN or Inf on the verification image; it was not kept")
-    fidelity = psnr(got, expected)
-    if fidelity < MIN_BUILD_FIDELITY_DB[precision]:
-        raise WorkFailed(
-            f"the ncnn {precision.value} engine does not compute the network: {fidelity:.1f} dB against PyTorch on the "
-            f"verification image (at least {MIN_BUILD_FIDELITY_DB[precision]:.0f} dB expected); it was not kept"
-        )
-    return fidelity
+    worst = math.inf
+    for shape in verification_shapes(engine.shapes):
+        image = verification_image(shape[2], shape[3])
+        got = engine(image)
+        with torch.no_grad():
+            expected = module(torch.from_numpy(image)).numpy()
+        at = f"{shape[2]}x{shape[3]}"
+        if not np.isfinite(got).all():
+            raise WorkFailed(f"the ncnn {precision.value} engine gave NaN or Inf on the verification image at {at}; it was not kept")
+        fidelity = psnr(got, expected)
+        if fidelity < MIN_BUILD_FIDELITY_DB[precision]:
+            raise WorkFailed(
+                f"the ncnn {precision.value} engine does not compute the network: {fidelity:.1f} dB against PyTorch on the "
+                f"verification image at {at} (at least {MIN_BUILD_FIDELITY_DB[precision]:.0f} dB expected); it was not kept"
+            )
+        worst = min(worst, fidelity)
+    return worst
 
 
 class NcnnRuntime(RuntimeDefaults):
     name = "ncnn"
     extra = "ncnn"
     precisions = (Precision.FP32, Precision.FP16, Precision.INT8)
-    default_shapes = TILE_SHAPES
+    default_shapes = DEFAULT_SHAPES  # any H x W: whole images, as ONNX Runtime runs them
 
     def check(self) -> None:
         import_ncnn()
@@ -234,23 +253,24 @@ class NcnnRuntime(RuntimeDefaults):
     def version(self) -> str:
         import importlib.metadata
 
-        return f"ncnn {import_ncnn().__version__}, pnnx {importlib.metadata.version('pnnx')}, int8 recipe {INT8_RECIPE}"
+        return f"ncnn {import_ncnn().__version__}, pnnx {importlib.metadata.version('pnnx')}, any-size {ANY_SIZE_FORMAT}, int8 recipe {INT8_RECIPE}"
 
     def build(self, source: ModelSource, precision: Precision, shapes: ShapeRange, out: Path, options: BuildOptions) -> None:
-        shape = engine_shape(shapes)
         module = source.deploy_module(windows=WINDOWS)
         record: dict[str, Any] = {}
         if precision is Precision.INT8:
             # imported here: calibration pulls in the ONNX tooling, which fp32/fp16 builds never need
             from elan_deploy.runtimes.ncnn.int8_search import build_int8
 
-            record = {"int8": build_int8(module, source.scale, shape, out)}
+            record = {"int8": build_int8(module, source.scale, out)}
         else:
-            convert(module, shape, fp16_weights=precision is Precision.FP16, out=out)
-        engine = NcnnEngine(out, precision, ShapeRange.static(shape), options)
+            convert(module, fp16_weights=precision is Precision.FP16, out=out)
+        engine = NcnnEngine(out, precision, shapes, options)
         fidelity = verify(engine, module, precision)
         write_json_atomic(out / BUILD_INFO, {
-            "windows": WINDOWS, "shape": list(shape), "precision": precision.value, "precision_used": engine.info.precision_used,
+            "windows": WINDOWS, "shapes": str(shapes), "any_size": "Reshapes follow the input (ncnn shape expressions)",
+            "verified_at": [f"{s[2]}x{s[3]}" for s in verification_shapes(shapes)], "precision": precision.value,
+            "precision_used": engine.info.precision_used,
             "fidelity_db": None if math.isinf(fidelity) else round(fidelity, 2), "version": self.version(), **record,
         })
 

@@ -31,7 +31,7 @@ from tests.helpers import natural_batch, natural_crop
 pytest.importorskip("ncnn", reason="ncnn not installed: pip install 'elan-deploy[ncnn]'")
 pytest.importorskip("pnnx", reason="PNNX not installed: pip install 'elan-deploy[ncnn]'")
 
-SHAPE = ShapeRange.parse("1x3x32x48")  # the shape of test_ncnn_rt's fp32 engine: one build serves both modules
+SHAPE = ShapeRange.parse("1x3x16x16:1x3x32x48:2x3x64x96")  # the range of test_ncnn_rt's fp32 engine: one build serves both modules
 INT8_FLOOR_DB = 35.0  # the other INT8 engines' floor against FP32 on natural images
 # A 1x1 conv feeding a depthwise 3x3 feeding a 3x3 conv: both requantize cases and the 6-bit rule.
 TINY_PARAM = """7767517

@@ -1,7 +1,8 @@
-"""ncnn engines: converted by PNNX from the rank4 deploy module, run through ncnn's Python bindings."""
+"""ncnn engines: converted by PNNX from the rank4 deploy module into one file for any H x W, run through ncnn's Python bindings."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 
@@ -17,9 +18,11 @@ pytest.importorskip("ncnn", reason="ncnn not installed: pip install 'elan-deploy
 pytest.importorskip("pnnx", reason="PNNX not installed: pip install 'elan-deploy[ncnn]'")
 
 from elan_deploy.metrics import psnr  # noqa: E402
-from elan_deploy.runtimes.ncnn_rt import BUILD_INFO, WINDOWS, engine_shape  # noqa: E402
+from elan_deploy.runtimes.base import BuildOptions, Precision  # noqa: E402
+from elan_deploy.runtimes.ncnn_rt import BUILD_INFO, WINDOWS, NcnnEngine  # noqa: E402
 
-SHAPE = ShapeRange.parse("1x3x32x48")
+# test_ncnn_int8 builds the same loader: one conversion serves both modules
+SHAPE = ShapeRange.parse("1x3x16x16:1x3x32x48:2x3x64x96")
 
 
 @pytest.fixture(scope="module")
@@ -42,32 +45,41 @@ def test_engine_computes_the_guarded_network_on_natural_images(ncnn_fp32, torch_
     assert np.isfinite(got).all()
     assert psnr(got, expected) > 60.0
     assert engine.info.precision_used == "fp32" and engine.info.details["windows"] == WINDOWS
-    record = (loader.build() / BUILD_INFO).read_text()
-    assert '"windows": "rank4"' in record and '"fidelity_db"' in record
+    record = json.loads((loader.build() / BUILD_INFO).read_text())
+    assert record["windows"] == "rank4" and record["fidelity_db"] > 60.0 and record["verified_at"] == ["32x48", "16x96"]
 
 
-def test_upscaler_tiles_odd_sizes_at_the_engine_shape(ncnn_fp32, torch_fp32, shared_data) -> None:
-    """A 37x53 photo runs as 32x48 tiles (overlapped, reflect-padded at the border) and matches PyTorch."""
+@pytest.mark.parametrize("height, width", [(16, 96), (48, 64), (64, 32)])
+def test_one_file_runs_every_size_in_its_range(ncnn_fp32, torch_fp32, height: int, width: int) -> None:
+    """PNNX traced at two probe shapes; the Reshapes follow the input, so each size is the network
+    at that size (shifted windows wrap at the image's own edge), not a canvas."""
+    _, engine = ncnn_fp32
+    x = natural_batch(1, height, width)
+    got, expected = engine(x), torch_fp32(x)
+    assert got.shape == expected.shape == (1, 3, 4 * height, 4 * width)
+    assert psnr(got, expected) > 60.0
+
+
+def test_upscaler_runs_odd_sizes_whole_or_in_tiles(ncnn_fp32, torch_fp32, shared_data) -> None:
+    """A 37x53 photo: whole (padded to 48x64) it is PyTorch's picture; as 32x48 tiles of a static
+    range (overlapped, reflect-padded at the border) it stays close to it."""
     loader, engine = ncnn_fp32
     image = natural_crop(shared_data, 37, 53)
-    tiled = Upscaler(engine, 4, shapes=loader.engine_shapes)(image)
     whole = Upscaler(torch_fp32, 4, tile=None)(image)
+    assert psnr(Upscaler(engine, 4, tile=None)(image), whole) > 60.0
+    tile = ShapeRange.parse("1x3x32x48")
+    tiles = NcnnEngine(loader.build(), Precision.FP32, tile, BuildOptions(threads=2))
+    tiled = Upscaler(tiles, 4, shapes=tile)(image)
     assert tiled.shape == whole.shape == (148, 212, 3)
     assert psnr(tiled, whole) > 45.0
 
 
-def test_a_call_at_another_shape_says_how_to_get_one(ncnn_fp32) -> None:
+def test_a_call_outside_the_range_says_how_to_get_one(ncnn_fp32) -> None:
     _, engine = ncnn_fp32
     with pytest.raises(ElanDeployError) as err:
-        engine(natural_batch(1, 48, 48))
+        engine(natural_batch(1, 16, 128))
     message = one_line(err.value)
-    assert "32x48" in message and "--shapes 1x3x48x48" in message
-
-
-def test_engines_take_one_height_and_width() -> None:
-    assert engine_shape(ShapeRange.parse("1x3x64x64:2x3x64x64:4x3x64x64")) == (1, 3, 64, 64)
-    with pytest.raises(ElanDeployError, match="one H x W"):
-        engine_shape(ShapeRange.parse("1x3x32x32:1x3x64x64:1x3x128x128"))
+    assert "1x3x16x16:1x3x32x48:2x3x64x96" in message and "--shapes 1x3x16x128" in message
 
 
 def test_a_missing_ncnn_names_the_extra(monkeypatch, model_source) -> None:

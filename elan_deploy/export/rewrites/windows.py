@@ -32,27 +32,31 @@ def partition_windows(x: torch.Tensor, wsize: int, channels: int, columns: int |
 
 
 def partition_windows_rank4(x: torch.Tensor, wsize: int, channels: int, columns: int | None = None) -> torch.Tensor:
-    """b,H,W,c (channel-last) → b, (H/ws·W/ws), ws·ws, c with no tensor above rank 5.
+    """b,H,W,c (channel-last) → b, H/ws, W/ws, ws·ws, c with no tensor above rank 5.
 
-    The same windows in the same order as `partition_windows`, with the batch kept apart and
-    each window row's pixels and channels as one axis:
+    The same windows in the same order as `partition_windows`, with the batch and the window
+    row kept apart:
 
-        b,H,W,c → b,nh,ws,nw,ws·c → permute(0,1,3,2,4) → b,(nh·nw),(ws·ws),c
+        b,H,W,c → b,nh,ws,nw,ws·c → permute(0,1,3,2,4) → b,nh,nw,(ws·ws),c
 
-    so past the batch no tensor has more than four axes, the most ncnn has (PNNX drops the
-    batch axis of 1 when it converts).
+    Past the batch no tensor has more than four axes, the most ncnn has (PNNX drops the batch
+    axis of 1 when it converts). The window rows and columns stay two axes, so every size of
+    every Reshape that depends on H or W is one axis of that Reshape's input, multiplied or
+    divided by ws (nh = H/ws, H = nh·ws, ...): ncnn can compute it from the input
+    (`runtimes.ncnn.any_size`), and one converted file runs any H x W. The attention then
+    batches over (b, nh, nw).
     """
     rows = x.shape[1] // wsize
     if columns is None:
         columns = x.shape[2] // wsize
     x = x.reshape(-1, rows, wsize, columns, wsize * channels).permute(0, 1, 3, 2, 4)
-    return x.reshape(-1, rows * columns, wsize * wsize, channels)
+    return x.reshape(-1, rows, columns, wsize * wsize, channels)
 
 
 def merge_windows_rank4(
     y: torch.Tensor, wsize: int, height: int, width: int, channels: int, columns: int | None = None
 ) -> torch.Tensor:
-    """Inverse of `partition_windows_rank4`: b, (nh·nw), ws·ws, c → b,H,W,c (channel-last)."""
+    """Inverse of `partition_windows_rank4`: b, nh, nw, ws·ws, c → b,H,W,c (channel-last)."""
     if columns is None:
         columns = width // wsize
     y = y.reshape(-1, height // wsize, columns, wsize, wsize * channels).permute(0, 1, 3, 2, 4)

@@ -30,15 +30,15 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.fileio import write_bytes_atomic
+from elan_deploy.runtimes.ncnn.param_file import QUANTIZABLE, Graph, Layer
 
-QUANTIZABLE = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
 TAG_FP32, TAG_FP16, TAG_INT8 = 0, 0x01306B47, 0x000D4B38
 # Layer types known to read nothing from the .bin; any other type stops the rewrite (its
 # weights could not be skipped safely).
@@ -96,58 +96,6 @@ class Int8Table:
     @classmethod
     def read(cls, path: Path) -> Int8Table:
         return cls.parse(Path(path).read_text())
-
-
-# --- the .param graph ------------------------------------------------------------------------
-
-@dataclass
-class Layer:
-    """One `.param` line: type, name, blobs and `key=value` tokens kept as written."""
-
-    type: str
-    name: str
-    bottoms: list[str]
-    tops: list[str]
-    params: dict[str, str] = field(default_factory=dict)
-
-    def get(self, key: int, default: int) -> int:
-        return int(self.params.get(str(key), default))
-
-    def line(self) -> str:
-        blobs = " ".join([*self.bottoms, *self.tops])
-        params = " ".join(f"{k}={v}" for k, v in self.params.items())
-        return " ".join(filter(None, [f"{self.type:<24} {self.name:<24} {len(self.bottoms)} {len(self.tops)}", blobs, params]))
-
-
-@dataclass
-class Graph:
-    layers: list[Layer]
-    blob_count: int
-
-    @classmethod
-    def read(cls, path: Path) -> Graph:
-        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
-        if not lines or lines[0].strip() != "7767517":
-            raise ElanDeployError(f"'{path}' is not a text ncnn .param file (magic 7767517); rebuild the engine")
-        layers = []
-        for line in lines[2:]:
-            kind, name, nb, nt, *rest = line.split()
-            nb, nt = int(nb), int(nt)
-            tokens = dict(token.split("=", 1) for token in rest[nb + nt :])
-            layers.append(Layer(kind, name, rest[:nb], rest[nb : nb + nt], tokens))
-        return cls(layers, int(lines[1].split()[1]))
-
-    def text(self) -> str:
-        return "7767517\n" + f"{len(self.layers)} {self.blob_count}\n" + "".join(layer.line() + "\n" for layer in self.layers)
-
-    def consumers(self, blob: str) -> list[Layer]:
-        return [layer for layer in self.layers if blob in layer.bottoms]
-
-    def producer(self, blob: str) -> Layer | None:
-        return next((layer for layer in self.layers if blob in layer.tops), None)
-
-    def quantizable(self) -> list[Layer]:
-        return [layer for layer in self.layers if layer.type in QUANTIZABLE]
 
 
 # --- the .bin: where each layer's weights are --------------------------------------------------

@@ -6,10 +6,9 @@
   ncnn2table's default KL: it needs one pass instead of two plus a threshold search per blob,
   the range guard already bounds every convolution's output to its T91 range, and the float
   fallback below measures what the rounding costs (ELAN-light x4: 3 of 38 groups kept fp32).
-- The engine is static-shape, so calibration and the search run on a CALIBRATION_SIDE-square
-  fp32 engine (PNNX converts it in tens of seconds) with crops of that size; scales do not
-  depend on the shape, and the engine of the target shape must have the same layers under
-  the same names with the same weights (checked before the table is applied).
+- The fp32 file runs any H x W (`any_size`), so calibration and the search run it on
+  CALIBRATION_SIDE-square crops, and the INT8 engine is that same file rewritten: its layers
+  are the ones the table was fitted on.
 - Float fallback, as `calibration.sensitivity` does for the ONNX engines: quantize every layer;
   if the held-out T91 Y-PSNR drop (mean + 1 s.e.) is over the 0.05 dB budget, probe each
   layer group alone (output MSE vs fp32 on the first held-out crops), predict how many of the
@@ -42,8 +41,8 @@ from elan_deploy.calibration.sensitivity import (
     HeldoutScore,
     Sensitivity,
 )
-from elan_deploy.errors import DatasetError, ElanDeployError, WorkFailed
-from elan_deploy.runtimes.base import BuildOptions, Precision, Shape, ShapeRange
+from elan_deploy.errors import DatasetError, WorkFailed
+from elan_deploy.runtimes.base import BuildOptions, Precision, ShapeRange
 from elan_deploy.runtimes.ncnn import int8_format
 from elan_deploy.runtimes.ncnn_rt import (
     BIN,
@@ -55,8 +54,8 @@ from elan_deploy.runtimes.ncnn_rt import (
     import_ncnn,
 )
 
-CALIBRATION_SIDE = 32  # H = W of the small fp32 engine that calibrates and runs the search
-# The small engine runs on one thread: a 32x32 crop gains little from more, and ncnn's spinning
+CALIBRATION_SIDE = 32  # H = W of the crops that calibrate and run the search
+# The search runs on one thread: a 32x32 crop gains little from more, and ncnn's spinning
 # OpenMP workers stall by orders of magnitude when another process holds the cores (measured:
 # 0.15 s per crop on one thread, 20-130 s on two, on a busy 2-core machine).
 SEARCH_THREADS = 1
@@ -194,35 +193,16 @@ def plan_int8(fp32: Path, scale: int, work: Path, progress: Progress | None = No
     return plan, data
 
 
-def same_layers(small: Path, target: Path) -> None:
-    """The table, keyed by layer name, was fitted on the small engine: the engine of the target
-    shape must have the same quantizable layers under the same names, with the same weights."""
-    def layers(folder: Path) -> dict[str, tuple[str, bytes]]:
-        graph = int8_format.Graph.read(folder / PARAM)
-        weights = int8_format.read_weights(graph, folder / BIN)
-        return {layer.name: (layer.type, weights[layer.name].weight.tobytes()) for layer in graph.quantizable()}
-
-    if layers(small) != layers(target):
-        raise ElanDeployError("PNNX named the convolutions differently at the engine's shape than at the calibration shape; build fp32 or fp16")
-
-
-def build_int8(module: Any, scale: int, shape: Shape, out: Path, progress: Progress | None = None) -> dict[str, Any]:
-    """Calibrate and search at the small shape, then write the INT8 engine of `shape` into
-    `out` (its PARAM, BIN and TABLE); returns the build record's `int8` entry."""
+def build_int8(module: Any, scale: int, out: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Convert the fp32 file, calibrate and search on it with small crops, then write the INT8
+    engine (its PARAM, BIN and TABLE) into `out`; returns the build record's `int8` entry."""
     start = time.perf_counter()
-    small: Shape = (1, 3, CALIBRATION_SIDE, CALIBRATION_SIDE)
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=out) as tmp:
         work = Path(tmp)
-        fp32_small, fp32 = work / "fp32-small", work / "fp32"
-        fp32_small.mkdir()
-        convert(module, small, fp16_weights=False, out=fp32_small)
-        plan, data = plan_int8(fp32_small, scale, work, progress)
-        if shape == small:
-            fp32 = fp32_small
-        else:
-            fp32.mkdir()
-            convert(module, shape, fp16_weights=False, out=fp32)
-        same_layers(fp32_small, fp32)
+        fp32 = work / "fp32"
+        fp32.mkdir()
+        convert(module, fp16_weights=False, out=fp32)
+        plan, data = plan_int8(fp32, scale, work, progress)
         layers = int8_format.quantize_files(fp32 / PARAM, fp32 / BIN, plan.table, out / PARAM, out / BIN)
     plan.table.write(out / TABLE)
     score = plan.score
