@@ -108,6 +108,15 @@ def _ranges(fp32: Path, fp32_digest: str, patches: list[np.ndarray], images: Cal
     return path
 
 
+def ranges_for(fp32: Path, config: QuantizeConfig, scale: int, calib_dir: Path | None = None, cache_dir: Path | None = None) -> Path:
+    """ORT's JSON range cache that `write_int8` uses for this file, data and method (calibrated
+    here when absent): what experiments re-quantize with other float sets."""
+    cache = Path(cache_dir) if cache_dir is not None else calibration_cache_dir()
+    spec = PatchSpec(scale=scale, patches=config.patches, patch_size=config.patch_size, seed=config.seed)
+    patches, images = load_patches(spec, calib_dir, cache)
+    return _ranges(Path(fp32), file_sha256(fp32), patches, images, spec, config, cache)
+
+
 def _calibration_text(images: CalibrationImages, spec: PatchSpec, count: int) -> str:
     return (
         f"{images.label}; {count} LR patches of up to {spec.patch_size} px, x{spec.scale}, MATLAB bicubic, seed {spec.seed}"

@@ -135,16 +135,20 @@ def convert(module: Any, fp16_weights: bool, out: Path) -> None:
             subprocess.Popen(_pnnx_command(work, shape, fp16_weights), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for work, shape in zip(probes, any_size.PROBE_SHAPES)
         ]
-        for work, process in zip(probes, running):
-            try:
-                log, _ = process.communicate(timeout=_PNNX_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                for other in running:
-                    other.kill()
-                raise WorkFailed(f"PNNX did not finish converting the model for ncnn within {_PNNX_TIMEOUT_S} s") from None
-            if process.returncode != 0 or not (work / PARAM).is_file() or not (work / BIN).is_file():
-                tail = " | ".join(log.strip().splitlines()[-3:])
-                raise WorkFailed(f"PNNX could not convert the model for ncnn (exit {process.returncode}): {tail}")
+        try:
+            for work, process in zip(probes, running):
+                try:
+                    log, _ = process.communicate(timeout=_PNNX_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    raise WorkFailed(f"PNNX did not finish converting the model for ncnn within {_PNNX_TIMEOUT_S} s") from None
+                if process.returncode != 0 or not (work / PARAM).is_file() or not (work / BIN).is_file():
+                    tail = " | ".join(log.strip().splitlines()[-3:])
+                    raise WorkFailed(f"PNNX could not convert the model for ncnn (exit {process.returncode}): {tail}")
+        finally:
+            for process in running:  # the other conversion, when one failed: never left running
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
         any_size.write_any_size(import_ncnn(), (probes[0], probes[1]), PARAM, BIN, INPUT_BLOB, out)
 
 

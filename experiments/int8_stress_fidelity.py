@@ -1,0 +1,93 @@
+"""Where the INT8 engines lose fidelity on raw hard-edged inputs: variants of the ONNX Q/DQ recipe.
+
+    python -m experiments.int8_stress_fidelity [--variants default,matmuls-float,minmax] [--threads 2]
+
+The range guard asks INT8 engines for at least 30 dB of fidelity to the guarded FP32 model on
+the stress set's raw inputs; the default recipe (entropy ranges on T91, per-tensor activation
+scales, the float groups its search keeps under the 0.05 dB budget) gives about 27.6 dB. This
+runs ONNX Runtime on the guarded model's Q/DQ file in three variants and prints each raw stress
+image's PSNR against guarded PyTorch FP32:
+- `default`: the recipe as `build --runtime onnxruntime --precision int8` makes it;
+- `matmuls-float`: the same ranges and float set, with every attention MatMul also float
+  (is the error in the attention's quantized q, map or v?);
+- `minmax`: min-max ranges instead of entropy, its own search (does clipping at the entropy
+  threshold cost the hard edges?). Calibrating and searching take minutes; the file is cached.
+Calibration data is T91 only, as for every INT8 engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from elan_deploy.calibration.int8 import default_config, int8_onnx_for, ranges_for
+from elan_deploy.calibration.recipes import QuantizeConfig, quantize
+from elan_deploy.console import print_table
+from elan_deploy.cpu import cpu_caps
+from elan_deploy.export.metadata import read_props
+from elan_deploy.metrics import psnr
+from elan_deploy.model import load_bundled
+from elan_deploy.runtimes import EngineLoader, ModelSource
+from elan_deploy.stress import stress_set
+from elan_deploy.upscale import Upscaler
+
+VARIANTS = ("default", "matmuls-float", "minmax")
+SCALE = 4
+
+
+def matmuls_float(source: ModelSource, default: Path, out: Path) -> tuple[Path, int]:
+    """The default file's ranges and float set, with every MatMul kept float too; (file, MatMuls)."""
+    fp32 = Path(source.onnx_path())
+    float_nodes = [n for n in read_props(default).get("int8_float_nodes", "").split(",") if n]
+    matmuls = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node if n.op_type == "MatMul"]
+    onnx.save(quantize(fp32, ranges_for(fp32, default_config(), source.scale), default_config(), sorted(set(float_nodes + matmuls))), str(out))
+    return out, len(matmuls)
+
+
+def float_groups(path: Path) -> str:
+    groups = read_props(path).get("int8_float_groups", "")
+    return str(len(groups.split(","))) if groups else "0"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if unknown := set(wanted) - set(VARIANTS):
+        parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
+    print(f"ISA: {cpu_caps().describe()}")
+    loaded = load_bundled()
+    source = ModelSource(loaded, guard=True)
+    images = stress_set(SCALE)
+    reference = Upscaler(EngineLoader(source, "torch", "fp32", threads=args.threads).open(), SCALE, tile=None)
+    expected = [np.clip(reference(image.lr.astype(np.float32)), 0, 255) for image in images]
+    default = int8_onnx_for(source)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="int8-stress-") as tmp:
+        for variant in wanted:
+            if variant == "default":
+                path, kept = default, float_groups(default)
+            elif variant == "matmuls-float":
+                path, count = matmuls_float(source, default, Path(tmp) / "matmuls-float.onnx")
+                kept = f"{float_groups(default)} + {count} MatMuls"
+            else:
+                path = int8_onnx_for(source, QuantizeConfig(method="minmax"))
+                kept = float_groups(path)
+            engine = EngineLoader(ModelSource(loaded, guard=True, onnx=path), "onnxruntime", "fp32", threads=args.threads).open()
+            upscale = Upscaler(engine, SCALE, tile=None)
+            scores = [psnr(np.clip(upscale(image.lr.astype(np.float32)), 0, 255), ref) for image, ref in zip(images, expected)]
+            rows.append([variant, kept, *(f"{s:.1f}" for s in scores), f"{min(scores):.2f}"])
+    print_table(
+        "INT8 (ONNX Runtime) against guarded FP32 on the raw stress inputs, PSNR dB",
+        ["variant", "kept float", *(image.name for image in images), "worst"], rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
