@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,9 +94,9 @@ def relax(first: Graph, reshapes: list[SizedReshape], bottoms: Mapping[str, tupl
     return Graph(layers, first.blob_count)
 
 
-def blob_shapes(ncnn: object, param: Path, weights: Path, shape: Shape, blobs: list[str], input_blob: str) -> dict[str, BlobShape]:
+def blob_shapes(ncnn: Any, param: Path, weights: Path, shape: Shape, blobs: list[str], input_blob: str) -> dict[str, BlobShape]:
     """The shapes of `blobs` when the file runs at `shape` (fp32, one thread, every blob kept)."""
-    net = ncnn.Net()  # type: ignore[attr-defined]
+    net = ncnn.Net()
     for option in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage", "use_bf16_packed", "lightmode"):
         setattr(net.opt, option, False)
     net.opt.use_vulkan_compute = False
@@ -105,7 +106,7 @@ def blob_shapes(ncnn: object, param: Path, weights: Path, shape: Shape, blobs: l
     array = np.full(shape[1:], 127.0, np.float32)  # ncnn.Mat wraps this buffer: it lives until the extractor is done
     found: dict[str, BlobShape] = {}
     with net.create_extractor() as extractor:
-        extractor.input(input_blob, ncnn.Mat(array))  # type: ignore[attr-defined]
+        extractor.input(input_blob, ncnn.Mat(array))
         for blob in blobs:
             status, mat = extractor.extract(blob)
             if status != 0:
@@ -114,7 +115,7 @@ def blob_shapes(ncnn: object, param: Path, weights: Path, shape: Shape, blobs: l
     return found
 
 
-def write_any_size(ncnn: object, probes: tuple[Path, Path], param: str, weights: str, input_blob: str, out: Path) -> int:
+def write_any_size(ncnn: Any, probes: tuple[Path, Path], param: str, weights: str, input_blob: str, out: Path) -> int:
     """From the conversions at PROBE_SHAPES in `probes`, write the any-size `.param` into `out`
     (with the first probe's weights, which must equal the second's); returns how many Reshapes
     now follow the input's size."""
