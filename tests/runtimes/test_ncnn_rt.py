@@ -18,8 +18,7 @@ pytest.importorskip("ncnn", reason="ncnn not installed: pip install 'elan-deploy
 pytest.importorskip("pnnx", reason="PNNX not installed: pip install 'elan-deploy[ncnn]'")
 
 from elan_deploy.metrics import psnr  # noqa: E402
-from elan_deploy.runtimes.base import BuildOptions, Precision  # noqa: E402
-from elan_deploy.runtimes.ncnn_rt import BUILD_INFO, WINDOWS, NcnnEngine  # noqa: E402
+from elan_deploy.runtimes.ncnn_rt import BUILD_INFO, WINDOWS  # noqa: E402
 
 # test_ncnn_int8 builds the same loader: one conversion serves both modules
 SHAPE = ShapeRange.parse("1x3x16x16:1x3x32x48:2x3x64x96")
@@ -68,7 +67,7 @@ def test_upscaler_runs_odd_sizes_whole_or_in_tiles(ncnn_fp32, torch_fp32, shared
     whole = Upscaler(torch_fp32, 4, tile=None)(image)
     assert psnr(Upscaler(engine, 4, tile=None)(image), whole) > 60.0
     tile = ShapeRange.parse("1x3x32x48")
-    tiles = NcnnEngine(loader.build(), Precision.FP32, tile, BuildOptions(threads=2))
+    tiles = EngineLoader(loader.source, "ncnn", "fp32", tile, threads=2).load(loader.build())  # the same file, one H x W
     tiled = Upscaler(tiles, 4, shapes=tile)(image)
     assert tiled.shape == whole.shape == (148, 212, 3)
     assert psnr(tiled, whole) > 45.0
