@@ -59,7 +59,7 @@ def size_dependent_reshapes(first: Graph, second: Graph) -> list[SizedReshape]:
     for index, (a, b) in enumerate(zip(first.layers, second.layers)):
         if a == b:
             continue
-        if a.type != "Reshape" or (a.type, a.name, a.bottoms, a.tops) != (b.type, b.name, b.bottoms, b.tops):
+        if a.type != "Reshape" or (a.type, a.name, a.bottoms, a.tops, set(a.params)) != (b.type, b.name, b.bottoms, b.tops, set(b.params)):
             raise WorkFailed(f"PNNX wrote {a.type} '{a.name}' differently at the two probe shapes; only Reshape sizes may follow H x W")
         sizes = {axis: (int(a.params[key]), int(b.params[key])) for axis, key in AXIS_KEYS if key in a.params}
         found.append(SizedReshape(index, a, sizes))
@@ -75,7 +75,7 @@ def axis_expression(sizes: tuple[int, int], bottoms: tuple[BlobShape, BlobShape]
         if inputs == sizes:
             return f"0{axis}"
         for (small, large), op in (((sizes, inputs), "//"), ((inputs, sizes), "*")):
-            if all(s > 0 and l % s == 0 for s, l in zip(small, large)) and large[0] // small[0] == large[1] // small[1] > 1:
+            if all(part > 0 and whole % part == 0 for part, whole in zip(small, large)) and large[0] // small[0] == large[1] // small[1] > 1:
                 return f"{op}(0{axis},{large[0] // small[0]})"
     raise WorkFailed(f"no input axis explains a Reshape size of {sizes[0]} / {sizes[1]} at the two probe shapes; build an ncnn engine per shape")
 
