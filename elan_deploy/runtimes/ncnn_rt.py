@@ -117,6 +117,11 @@ def _pnnx_command(work: Path, shape: Shape, fp16_weights: bool) -> list[str]:
     ]
 
 
+def _probe_net(folder: Path) -> Any:
+    """A probe conversion, fp32 on one thread, every blob kept: `any_size` reads the Reshape inputs' shapes."""
+    return load_net(folder / PARAM, folder / BIN, Precision.FP32, 1, keep_blobs=True)
+
+
 def convert(module: Any, fp16_weights: bool, out: Path) -> None:
     """Trace the rank4 deploy module at both probe shapes, run PNNX on each (side by side), and
     write the any-size PARAM and BIN into `out`."""
@@ -149,7 +154,25 @@ def convert(module: Any, fp16_weights: bool, out: Path) -> None:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
-        any_size.write_any_size(import_ncnn(), (probes[0], probes[1]), PARAM, BIN, INPUT_BLOB, out)
+        any_size.write_any_size(_probe_net, (probes[0], probes[1]), PARAM, BIN, INPUT_BLOB, out)
+
+
+def load_net(param: Path, weights: Path, precision: Precision, threads: int | None, keep_blobs: bool = False) -> Any:
+    """An ncnn `Net` on the CPU with the options `precision` asks for; `keep_blobs` keeps every
+    intermediate blob of an extractor (ncnn's lightmode off) so each can be read after the run."""
+    ncnn = import_ncnn()
+    net = ncnn.Net()
+    for option in _REDUCED_OPTIONS:
+        setattr(net.opt, option, precision is Precision.FP16 and option.startswith("use_fp16"))
+    net.opt.use_int8_inference = precision is Precision.INT8  # only layers with int8 weights run INT8
+    net.opt.use_vulkan_compute = False
+    net.opt.lightmode = not keep_blobs
+    if threads:
+        net.opt.num_threads = threads
+    for path, load in ((param, net.load_param), (weights, net.load_model)):
+        if load(str(path)) != 0:
+            raise ElanDeployError(f"ncnn could not load {path}; rebuild the engine (delete its cache folder)")
+    return net
 
 
 class NcnnEngine:
@@ -158,17 +181,8 @@ class NcnnEngine:
     def __init__(self, folder: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> None:
         ncnn = import_ncnn()
         self.shapes = shapes
-        self.net = ncnn.Net()
+        self.net = load_net(folder / PARAM, folder / BIN, precision, options.threads)
         reduced = precision is Precision.FP16
-        for option in _REDUCED_OPTIONS:
-            setattr(self.net.opt, option, reduced and option.startswith("use_fp16"))
-        self.net.opt.use_int8_inference = precision is Precision.INT8  # only layers with int8 weights run INT8
-        self.net.opt.use_vulkan_compute = False
-        if options.threads:
-            self.net.opt.num_threads = options.threads
-        for path, load in ((folder / PARAM, self.net.load_param), (folder / BIN, self.net.load_model)):
-            if load(str(path)) != 0:
-                raise ElanDeployError(f"ncnn could not load {path}; rebuild the engine (delete its cache folder)")
         self.info = EngineInfo(
             runtime="ncnn",
             runtime_version=ncnn.__version__,

@@ -37,8 +37,8 @@ from elan_deploy.geometry import (
     tile_starts,
     wrap_aware_indices,
 )
-from elan_deploy.stress import RAW_BOUNDS
 from elan_deploy.runtimes.base import Engine, ShapeRange
+from elan_deploy.stress import RAW_BOUNDS
 from elan_deploy.upscale.memory import BYTES_PER_LR_PIXEL, MAX_MEMORY_ENV, MemoryEstimate, available_memory, gib
 
 # Pillow's ITU-R 601-2 luma (Image.convert("L")): grayscale outputs match what Pillow would make.

@@ -22,7 +22,7 @@ build then verifies the file at two further shapes against PyTorch (`ncnn_rt.ver
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,15 +94,9 @@ def relax(first: Graph, reshapes: list[SizedReshape], bottoms: Mapping[str, tupl
     return Graph(layers, first.blob_count)
 
 
-def blob_shapes(ncnn: Any, param: Path, weights: Path, shape: Shape, blobs: list[str], input_blob: str) -> dict[str, BlobShape]:
-    """The shapes of `blobs` when the file runs at `shape` (fp32, one thread, every blob kept)."""
-    net = ncnn.Net()
-    for option in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage", "use_bf16_packed", "lightmode"):
-        setattr(net.opt, option, False)
-    net.opt.use_vulkan_compute = False
-    net.opt.num_threads = 1
-    if net.load_param(str(param)) != 0 or net.load_model(str(weights)) != 0:
-        raise WorkFailed(f"ncnn could not load the PNNX conversion at {shape[2]}x{shape[3]}")
+def blob_shapes(net: Any, shape: Shape, blobs: list[str], input_blob: str) -> dict[str, BlobShape]:
+    """The shapes of `blobs` when `net` (loaded with every blob kept) runs at `shape`."""
+    import ncnn  # the caller loaded `net` with it
     array = np.full(shape[1:], 127.0, np.float32)  # ncnn.Mat wraps this buffer: it lives until the extractor is done
     found: dict[str, BlobShape] = {}
     with net.create_extractor() as extractor:
@@ -115,16 +109,16 @@ def blob_shapes(ncnn: Any, param: Path, weights: Path, shape: Shape, blobs: list
     return found
 
 
-def write_any_size(ncnn: Any, probes: tuple[Path, Path], param: str, weights: str, input_blob: str, out: Path) -> int:
+def write_any_size(open_net: Callable[[Path], Any], probes: tuple[Path, Path], param: str, weights: str, input_blob: str, out: Path) -> int:
     """From the conversions at PROBE_SHAPES in `probes`, write the any-size `.param` into `out`
     (with the first probe's weights, which must equal the second's); returns how many Reshapes
-    now follow the input's size."""
+    now follow the input's size. `open_net(folder)` loads a probe with every blob kept."""
     first, second = (Graph.read(folder / param) for folder in probes)
     if (probes[0] / weights).read_bytes() != (probes[1] / weights).read_bytes():
         raise WorkFailed("PNNX wrote different weights at the two probe shapes; an ncnn engine for any size cannot be made")
     reshapes = size_dependent_reshapes(first, second)
     inputs = sorted({reshape.layer.bottoms[0] for reshape in reshapes})
-    measured = [blob_shapes(ncnn, folder / param, folder / weights, shape, inputs, input_blob) for folder, shape in zip(probes, PROBE_SHAPES)]
+    measured = [blob_shapes(open_net(folder), shape, inputs, input_blob) for folder, shape in zip(probes, PROBE_SHAPES)]
     bottoms = {blob: (measured[0][blob], measured[1][blob]) for blob in inputs}
     write_bytes_atomic(out / param, relax(first, reshapes, bottoms).text().encode())
     write_bytes_atomic(out / weights, (probes[0] / weights).read_bytes())
