@@ -29,7 +29,7 @@ from elan_deploy.fileio import write_json_atomic
 from elan_deploy.model.checkpoint import LoadedCheckpoint
 from elan_deploy.model.range_guard import RangeGuard, guard_sites
 
-_VERSION = 2
+_VERSION = 3
 SHIPPED = Path(__file__).resolve().parent / "ranges"
 
 
@@ -47,10 +47,11 @@ class _RunningRange:
 
 
 def measure_ranges(loaded: LoadedCheckpoint, images: list[np.ndarray], source: str,
-                   progress: Callable[[int, int], None] | None = None) -> RangeGuard:
-    """Run the unguarded reference on `images` (HxWx3 uint8 LR) and record every site's range."""
+                   progress: Callable[[int, int], None] | None = None, sites: list[str] | None = None) -> RangeGuard:
+    """Run the unguarded reference on `images` (HxWx3 uint8 LR) and record the range of every
+    site (`guard_sites`, or the module names `sites`)."""
     model = loaded.model.eval()
-    sites = guard_sites(model)
+    sites = guard_sites(model) if sites is None else sites
     recorders = {site: _RunningRange() for site in sites}
     handles = [model.get_submodule(site).register_forward_hook(recorders[site]) for site in sites]
     try:
@@ -113,14 +114,21 @@ def calibrated_guard(loaded: LoadedCheckpoint, calib_dir: Path | str | None = No
     return guard
 
 
-def _measure_folder(loaded: LoadedCheckpoint, split: CalibrationImages, progress: Callable[[int, int], None] | None) -> RangeGuard:
+def _measure_folder(loaded: LoadedCheckpoint, split: CalibrationImages, progress: Callable[[int, int], None] | None,
+                    sites: list[str] | None = None) -> RangeGuard:
     scale = loaded.config.scale
     images = [lr for lr, _ in (_lr(hr, scale) for hr in _read_checked(split.calibration + split.heldout).values())]
     images = [lr for lr in images if min(lr.shape[:2]) >= 2]
     if not images:
         raise DatasetError(f"calibration images in '{split.folder}' are too small for x{scale}; pass --calib-dir with larger training images")
     kind = "T91" if split.folder.name.lower() == "t91" else ("T91 bundled subset" if split.bundled else f"folder {split.folder.name}")
-    return measure_ranges(loaded, images, f"{kind}: {len(images)} images, x{scale} bicubic LR, per-channel min/max", progress)
+    return measure_ranges(loaded, images, f"{kind}: {len(images)} images, x{scale} bicubic LR, per-channel min/max", progress, sites)
+
+
+def measure_calibration_set(loaded: LoadedCheckpoint, sites: list[str] | None = None, calib_dir: Path | str | None = None,
+                            progress: Callable[[int, int], None] | None = None) -> RangeGuard:
+    """Measure now, uncached, on the calibration folder (T91): the guard's sites, or any module names."""
+    return _measure_folder(loaded, calibration_images(calib_dir), progress, sites)
 
 
 def write_shipped(loaded: LoadedCheckpoint, t91: Path) -> Path:

@@ -49,9 +49,10 @@ class DeployLFE(nn.Module):
         super().__init__()
         self.conv0 = build_shift_conv(reference.conv0.shift_conv, shift)
         self.conv1 = build_shift_conv(reference.conv1.shift_conv, shift)
+        self.act = nn.ReLU()  # the range guard folds it into conv0's Clip(0, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv1(torch.relu(self.conv0(x)))
+        return self.conv1(self.act(self.conv0(x)))
 
 
 class DeployELAB(nn.Module):
@@ -133,7 +134,7 @@ def build_deploy_model(
 ) -> DeployELAN:
     """Rewrite a reference ELAN (eval mode; BN statistics are folded) into an eval-mode DeployELAN.
 
-    With `guard`, every convolution's output is clamped to its calibrated range
+    With `guard`, the range guard's clamps are folded into the convolutions
     (`rewrites.range_guard`); the result then computes `guard_reference(reference, guard)`.
     The reference is not modified and shares no parameters with the result.
     """

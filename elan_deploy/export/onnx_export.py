@@ -121,7 +121,7 @@ def check_graph(model: onnx.ModelProto, config: ExportConfig) -> int:
 def export_onnx(loaded: LoadedCheckpoint, output: Path | str, config: ExportConfig | None = None, guard: RangeGuard | None = None) -> ExportReport:
     """Export `loaded` as a verified ONNX file at `output` (atomically; the parent must exist).
 
-    With `guard`, the graph clamps every convolution's output to its calibrated range and is
+    With `guard`, the graph carries the range guard's clamps (`rewrites.range_guard`) and is
     verified against the guarded reference; the ranges are recorded in the metadata.
     """
     config = config or ExportConfig()

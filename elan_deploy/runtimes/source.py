@@ -53,7 +53,7 @@ class ModelSource:
     opset: int | None = None
     onnx: Path | None = None  # a given ONNX file; otherwise exported on demand into `work_dir`
     work_dir: Path | None = None
-    guard: bool = True  # clamp every conv's output to its T91 range (`model.range_guard`); False: the paper model
+    guard: bool = True  # clamp features to their T91 ranges (`model.range_guard`); False: the paper model
     _exported: Path | None = field(default=None, repr=False)
     _range_guard: RangeGuard | None = field(default=None, repr=False)
     _guard_resolved: bool = field(default=False, repr=False)

@@ -23,7 +23,7 @@ from elan_deploy.runtimes.ncnn.int8_format import (
     read_weights,
     table_for,
 )
-from elan_deploy.runtimes.ncnn.int8_search import input_absmax
+from elan_deploy.runtimes.ncnn.int8_search import conv_modules, input_absmax
 from elan_deploy.runtimes.ncnn_rt import BIN, BUILD_INFO, PARAM, TABLE, NcnnEngine
 from tests.helpers import natural_batch, natural_crop
 
@@ -137,8 +137,10 @@ def test_network_quantized_whole_stays_close_to_fp32_on_a_photo(ncnn_fp32_folder
     assert psnr(np.clip(int8, 0, 255), np.clip(fp32, 0, 255)) > INT8_FLOOR_DB
 
 
-def test_layer_groups_follow_the_onnx_recipe(ncnn_fp32_folder) -> None:
-    groups = int8_format.layer_groups(Graph.read(ncnn_fp32_folder / PARAM))
+def test_layer_groups_follow_the_onnx_recipe(ncnn_fp32_folder, model_source) -> None:
+    graph = Graph.read(ncnn_fp32_folder / PARAM)
+    modules = conv_modules(model_source.deploy_module(windows="rank4"))
+    groups = int8_format.layer_groups(graph, read_weights(graph, ncnn_fp32_folder / BIN), modules)
     assert list(groups)[:4] == ["head", "body.0.lfe", "body.0.project_inp", "body.0.project_out"] and list(groups)[-1] == "tail"
     assert len(groups["body.0.lfe"]) == 8  # two LFEs: a shift (depthwise) conv before each of their two 1x1 convs
 

@@ -27,6 +27,7 @@ mixed-precision search measured.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 from collections.abc import Iterable
@@ -272,46 +273,34 @@ def quantize_files(param: Path, bin_path: Path, table: Int8Table, out_param: Pat
 
 # --- layer groups: what the mixed-precision search keeps in float together ----------------------
 
-def _module_of(graph: Graph, layer: Layer) -> str | None:
-    """The module a convolution belongs to, from the range guard's clamp named after it
-    (`MemoryData body.3.lfes.0.conv0.clamp` feeds the BinaryOps right behind the conv)."""
-    frontier = [layer.tops[0]]
-    for _ in range(2):
-        nxt = []
-        for blob in frontier:
-            for reader in graph.consumers(blob):
-                if reader.type != "BinaryOp":
-                    continue
-                for other in reader.bottoms:
-                    source = graph.producer(other)
-                    if source is not None and source.type == "MemoryData" and source.name.endswith(".clamp"):
-                        return source.name.removesuffix(".clamp")
-                nxt += reader.tops
-        frontier = nxt
-    return None
+def weight_key(weight: np.ndarray) -> tuple[int, str]:
+    """Identifies a conv by its fp32 weights (size and digest): PNNX keeps them, not the module names."""
+    data = np.ascontiguousarray(weight, dtype=np.float32)
+    return data.size, hashlib.sha1(data.tobytes()).hexdigest()
 
 
 def _group_name(module: str) -> str:
     m = _BODY.match(module + ".")
     if m is None:
-        return module
+        return module.split(".")[0]  # head, tail
     block, sub, proj = m.groups()
     return f"body.{block}.{'lfe' if sub == 'lfes' else proj or sub}"
 
 
-def layer_groups(graph: Graph) -> dict[str, list[str]]:
+def layer_groups(graph: Graph, weights: dict[str, Weights], modules: dict[tuple[int, str], str]) -> dict[str, list[str]]:
     """Quantizable layers grouped like the ONNX recipe's groups (`calibration.layers`): head,
     tail, body.B.lfe (shift convs and 1x1 convs of both LFEs), body.B.project_inp/out.
 
-    A convolution is named by the guard clamp behind it; a depthwise (shift) convolution joins
-    the group of the convolution it feeds; a layer with neither is its own group.
+    A convolution is named by the deploy module with the same weights (`int8_search.conv_modules`); a
+    depthwise (shift) convolution joins the group of the convolution it feeds; a layer with
+    neither is its own group.
     """
     group_of: dict[str, str] = {}
     layers = graph.quantizable()
     for layer in layers:
         if layer.type != "ConvolutionDepthWise":
-            module = _module_of(graph, layer)
-            group_of[layer.name] = _group_name(module) if module else ("head" if not group_of else layer.name)
+            module = modules.get(weight_key(weights[layer.name].weight))
+            group_of[layer.name] = _group_name(module) if module else layer.name
     for layer in layers:
         if layer.type == "ConvolutionDepthWise":
             readers = graph.consumers(layer.tops[0])

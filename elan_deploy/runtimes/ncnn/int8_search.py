@@ -4,7 +4,7 @@
   refuses them), run through the fp32 ncnn engine; each quantizable layer's input blob gives
   its activation scale 127/absmax, written in `ncnn2table`'s table format. Min-max, not
   ncnn2table's default KL: it needs one pass instead of two plus a threshold search per blob,
-  the range guard already bounds every convolution's output to its T91 range, and the float
+  the range guard already bounds the features to their T91 ranges, and the float
   fallback below measures what the rounding costs (ELAN-light x4: 3 of 38 groups kept fp32).
 - The fp32 file runs any H x W (`any_size`), so calibration and the search run it on
   CALIBRATION_SIDE-square crops, and the INT8 engine is that same file rewritten: its layers
@@ -178,17 +178,26 @@ def _calibration_data(scale: int) -> tuple[list[np.ndarray], CalibrationImages, 
     return kept, images, spec
 
 
-def plan_int8(fp32: Path, scale: int, work: Path, progress: Progress | None = None) -> tuple[Int8Plan, str]:
-    """Calibrate on T91 crops with the small fp32 engine, then search the float groups under
-    the budget of the other INT8 engines; returns the plan and a line naming the data."""
+def conv_modules(module: Any) -> dict[tuple[int, str], str]:
+    """`int8_format.weight_key` -> name of every Conv2d of the deploy module PNNX converted."""
+    from torch import nn
+
+    return {int8_format.weight_key(m.weight.detach().cpu().numpy()): name for name, m in module.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def plan_int8(fp32: Path, scale: int, work: Path, modules: dict[tuple[int, str], str], progress: Progress | None = None) -> tuple[Int8Plan, str]:
+    """Calibrate on T91 crops with the fp32 file, then search the float groups (`modules`:
+    `conv_modules` of what was converted) under the budget of the other INT8 engines; returns
+    the plan and a line naming the data."""
     graph = int8_format.Graph.read(fp32 / PARAM)
     patches, images, spec = _calibration_data(scale)
     absmax = input_absmax(fp32, [to_nchw(p) for p in patches], graph.quantizable(), SEARCH_THREADS)
-    full = int8_format.table_for(graph, int8_format.read_weights(graph, fp32 / BIN), absmax)
+    weights = int8_format.read_weights(graph, fp32 / BIN)
+    full = int8_format.table_for(graph, weights, absmax)
     full.write(work / TABLE)
     full = int8_format.Int8Table.read(work / TABLE)  # the engine uses the scales as the table holds them
     evaluator = NcnnHeldout(fp32, heldout_samples(images, scale, CALIBRATION_SIDE), scale, SEARCH_THREADS)
-    plan = search_int8(Engines(fp32, full, work), int8_format.layer_groups(graph), evaluator, QuantizeConfig().budget_db, progress)
+    plan = search_int8(Engines(fp32, full, work), int8_format.layer_groups(graph, weights, modules), evaluator, QuantizeConfig().budget_db, progress)
     data = f"{images.label}; {len(patches)} LR crops of {spec.patch_size} px, x{scale}, seed {spec.seed}; held-out crops: {len(evaluator.samples)}"
     return plan, data
 
@@ -202,7 +211,7 @@ def build_int8(module: Any, scale: int, out: Path, progress: Progress | None = N
         fp32 = work / "fp32"
         fp32.mkdir()
         convert(module, fp16_weights=False, out=fp32)
-        plan, data = plan_int8(fp32, scale, work, progress)
+        plan, data = plan_int8(fp32, scale, work, conv_modules(module), progress)
         layers = int8_format.quantize_files(fp32 / PARAM, fp32 / BIN, plan.table, out / PARAM, out / BIN)
     plan.table.write(out / TABLE)
     score = plan.score
