@@ -124,7 +124,7 @@ class Row:
 
     @property
     def guard(self) -> str | None:
-        """`guarded` (each conv's output clamped to its T91 range) or `unguarded`; None in eval rows."""
+        """`guarded` (features clamped to their T91 ranges) or `unguarded`; None in eval rows."""
         return self.data.get("guard")
 
     @property

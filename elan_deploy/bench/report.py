@@ -115,7 +115,7 @@ def _guard_note(rows: list[Row]) -> str:
     unguarded = sorted({row_label(r.data) for r in rows if r.guard == "unguarded"})
     if not guarded:
         return "Every cell ran the unguarded paper model (`--no-guard`)." if unguarded else ""
-    return (f"Model: every cell ran the range-guarded model (each conv's output clamped to its T91 range) except "
+    return (f"Model: every cell ran the range-guarded model (features clamped to their T91 ranges) except "
             f"{', '.join(unguarded) or 'none'}, the unguarded paper model; Δ dB of the others includes what the guard costs.")
 
 

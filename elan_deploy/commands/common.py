@@ -35,7 +35,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="elan-light", help="config name (bundled weights) or checkpoint path [elan-light]")
     parser.add_argument("--scale", type=int, default=4, choices=(2, 3, 4), help="upscaling factor [4]")
     parser.add_argument("--no-guard", action="store_true",
-                        help="run the unguarded paper model: no clamping of each conv's output to its T91 range "
+                        help="run the unguarded paper model: no clamping of features to their T91 ranges "
                              "(the guard keeps text, QR codes and screenshots from exploding)")
 
 

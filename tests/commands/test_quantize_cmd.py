@@ -17,7 +17,7 @@ def _cli(monkeypatch, argv: list[str]) -> int:
 def test_quantize_cli_returns_0(exported_onnx, tmp_path, capsys, monkeypatch) -> None:
     out = tmp_path / "cli.int8.onnx"
     code = _cli(monkeypatch, [
-        "quantize", "--onnx", str(exported_onnx), "--patches", "4", "--patch-size", "32", "--budget-db", "2.0",
+        "quantize", "--onnx", str(exported_onnx), "--patches", "4", "--patch-size", "32", "--budget-db", "4.0",
         "--calib-dir", str(BUNDLED_SAMPLES), "--output", str(out), "--json", str(tmp_path / "r.json"),
     ])
     assert code == 0

@@ -9,8 +9,8 @@ identical math, and is tested on its own against the reference piece it replaces
 - `roll`       : `torch.roll` as static slice + concat.
 - `windows`    : window partition / merge, channel-last, no tensor above rank 5.
 - `attention`  : GMSA with explicit shared attention ("shared") or per-GMSA SDPA ("sdpa").
-- `range_guard`: the range guard's per-channel clamps after each conv (`model.range_guard`); not an
-  identity like the others, but the same math as the guarded reference.
+- `range_guard`: the range guard's per-channel clamps folded into the convs (`model.range_guard`); not
+  an identity like the others, but the same math as the guarded reference.
 """
 
 from elan_deploy.export.rewrites.attention import ATTENTION_STRATEGIES, DeployGMSA
