@@ -18,10 +18,10 @@ A *site* is named after the reference module whose output is clamped:
 The LFE's second conv and `project_out` are not clamped: they are linear maps of clamped
 features (the attention averages clamped values), so the residual stream they add to is bounded
 already, and the two clamp kinds above can be folded into the convolutions around them
-(`elan_deploy.export.rewrites.range_guard`), where a clamp on the residual stream cannot. In a
-development run on the stress set (`elan_deploy.stress`) this placement kept raw outputs in
-−45..315 and text/UI/QR 100/100/96 % clean, as clamping every conv did; without the query clamp QR
-fell to 86 %, without the LFE clamps to 91 %.
+(`elan_deploy.export.rewrites.range_guard`), where a clamp on the residual stream cannot. On the
+stress set (`elan_deploy.stress`; `python -m experiments.guard_placement`) this placement kept
+raw outputs in −45..315 and text/UI/QR 100/100/96 % clean, as clamping every conv did; without the
+query clamps QR fell to 86 %, without the LFE clamps to 91 %.
 
 `guard_reference` returns a guarded copy of the reference network for the PyTorch runtimes; the
 export rewrite places the same clamps in the deploy graph. The ranges themselves are measured by

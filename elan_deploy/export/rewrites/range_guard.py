@@ -18,7 +18,8 @@ reads it:
   it keeps its Max and Min.
 
 A channel whose range is one value (span 0) gets zero weights and its value as the offset. The
-result computes `guard_reference(reference, guard)` up to float rounding (`tests/export`).
+result computes `guard_reference(reference, guard)` up to float rounding
+(`tests/model/test_range_guard.py`).
 """
 
 from __future__ import annotations
