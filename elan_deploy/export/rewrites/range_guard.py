@@ -1,9 +1,10 @@
 """The range guard's clamps folded into the deploy graph's convolutions (see `elan_deploy.model.range_guard`).
 
-A per-channel clamp exports as a Max and a Min with per-channel constants, which no runtime fuses
-into the convolution before it: two elementwise passes over every clamped tensor. A Clip whose
-bounds are the same for every channel does fuse (ONNX Runtime's FusedConv, OpenVINO's post-ops,
-ncnn's and TensorRT's conv activations). So a clamped conv is rescaled to output
+A per-channel clamp exports as a Max and a Min with per-channel constants, which neither ONNX
+Runtime, OpenVINO nor ncnn fuses into the convolution before it: two elementwise passes over every
+clamped tensor. A Clip whose
+bounds are the same for every channel does fuse (ONNX Runtime's FusedConv, OpenVINO's conv
+post-ops, ncnn's conv activation). So a clamped conv is rescaled to output
 (y − low) / (high − low) per channel, clipped to [0, 1], and the scale and offset move into what
 reads it:
 
