@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from elan_deploy.calibration.ranges import calibrated_guard, measure_ranges, shipped_guard
+from elan_deploy.calibration.ranges import calibrated_guard, measure_calibration_set, measure_ranges, shipped_guard
 from elan_deploy.export import build_deploy_model
 from elan_deploy.metrics import psnr
 from elan_deploy.model.range_guard import RangeGuard, guard_reference, guard_sites
@@ -54,6 +54,16 @@ def test_shipped_ranges_fit_the_bundled_model_and_cover_the_relu_and_attention_i
     assert guard.source.startswith("T91: 90 images")
     for site in sites:
         assert (guard.low[site] <= guard.high[site]).all()
+
+
+@pytest.mark.slow  # the whole of T91 through the reference network: 34 s on a 2-core AVX2 EPYC
+def test_shipped_ranges_are_what_t91_measures_now(bundled, guard, shared_data) -> None:
+    measured = measure_calibration_set(bundled, calib_dir=shared_data / "T91")
+    assert measured.sites == guard.sites and measured.source == guard.source
+    for site in guard.sites:
+        tolerance = 1e-5 * max(1.0, float(np.abs(guard.high[site]).max()), float(np.abs(guard.low[site]).max()))
+        np.testing.assert_allclose(measured.low[site], guard.low[site], rtol=0, atol=tolerance, err_msg=site)
+        np.testing.assert_allclose(measured.high[site], guard.high[site], rtol=0, atol=tolerance, err_msg=site)
 
 
 def test_measured_ranges_are_the_min_and_max_of_each_channel(bundled) -> None:
