@@ -7,9 +7,10 @@ the guard's own sites, about two minutes), then runs the reference PyTorch FP32 
 clamps at several placements:
 
 - every conv: every LFE conv and both GMSA projections (97 clamps, none of which folds away);
-- guard (shipped): the LFE's first conv (upper bound; ReLU follows), the GMSA input projection
-  and the tail (`model.range_guard.guard_sites`), all foldable into the convolutions but the
-  query half and the tail;
+- guard (shipped): the LFE's first conv (upper bound; ReLU follows) in every ELAB but the last
+  two, the GMSA input projection and the tail (`model.range_guard.guard_sites`), all foldable
+  into the convolutions but the query half and the tail;
+- with the last two ELABs' LFEs: the guard plus those four LFE clamps (every LFE clamped);
 - without the query clamps, without the LFE clamps: what each part holds;
 - LFE bound x1.25: the guard with every LFE upper bound raised by a quarter.
 
@@ -70,9 +71,11 @@ def placements(model: torch.nn.Module, ranges: RangeGuard) -> dict[str, dict[str
         return low, high
 
     shipped = guard_sites(model)
+    every_lfe = [s for s in every_conv(model) if s in shipped or ".conv0." in s]
     return {
         "every conv": {s: (ranges.low[s], ranges.high[s]) for s in every_conv(model)},
         "guard (shipped)": {s: bounds(s) for s in shipped},
+        "with the last two ELABs' LFEs": {s: bounds(s) for s in every_lfe},
         "without the query clamps": {s: bounds(s, queries=False) for s in shipped},
         "without the LFE clamps": {s: bounds(s) for s in shipped if ".conv0." not in s},
         "LFE bound x1.25": {s: bounds(s, lfe_factor=1.25) for s in shipped},

@@ -29,7 +29,7 @@ from elan_deploy.fileio import write_json_atomic
 from elan_deploy.model.checkpoint import LoadedCheckpoint
 from elan_deploy.model.range_guard import RangeGuard, guard_sites
 
-_VERSION = 3
+_VERSION = 4
 SHIPPED = Path(__file__).resolve().parent / "ranges"
 
 

@@ -9,7 +9,7 @@ import torch
 from elan_deploy.calibration.ranges import calibrated_guard, measure_calibration_set, measure_ranges, shipped_guard
 from elan_deploy.export import build_deploy_model
 from elan_deploy.metrics import psnr
-from elan_deploy.model.range_guard import RangeGuard, guard_reference, guard_sites
+from elan_deploy.model.range_guard import UNCLAMPED_LAST_LFE_BLOCKS, RangeGuard, guard_reference, guard_sites
 from elan_deploy.runtimes import EngineLoader, ModelSource, ShapeRange
 from elan_deploy.stress import flat_share, render, stress_set
 from elan_deploy.upscale import Upscaler
@@ -49,7 +49,9 @@ def test_shipped_ranges_fit_the_bundled_model_and_cover_the_relu_and_attention_i
     assert shipped_guard(bundled) is not None, "the bundled weights ship their T91 ranges"
     sites = guard_sites(bundled.model)
     assert guard.sites == sites and "head.0" not in sites and "tail.0" in sites
-    assert len(sites) == 1 + 2 * 24  # every LFE's first conv, every GMSA's input projection, the tail
+    # the first conv of every LFE but the last two ELABs' four, every GMSA's input projection, the tail
+    assert len(sites) == (24 - 2 * UNCLAMPED_LAST_LFE_BLOCKS) + 24 + 1
+    assert not any(s.startswith(("body.10.modules_lfe", "body.11.modules_lfe")) for s in sites)
     assert not any(".conv1." in s or "project_out" in s for s in sites)
     assert guard.source.startswith("T91: 90 images")
     for site in sites:
@@ -120,17 +122,17 @@ def test_folding_keeps_single_valued_and_dead_channels(bundled, guard) -> None:
 
 
 def test_clamps_fold_into_the_convolutions(bundled, guard, tmp_path) -> None:
-    """One Clip(0, 1) right behind each clamped conv (which runtimes fuse), no Relu left in the
-    body, and per-channel Max/Min only at the tail: the clamps add no pass over the features."""
+    """One Clip(0, 1) right behind each clamped conv (which runtimes fuse), Relu only in the LFEs
+    left unclamped, and per-channel Max/Min only at the tail: the clamps add no pass over the features."""
     import onnx
 
     path = ModelSource(bundled, work_dir=tmp_path).onnx_path()
     graph = onnx.load(str(path)).graph
     producers = {out: node for node in graph.node for out in node.output}
     clips = [n for n in graph.node if n.op_type == "Clip"]
-    assert len(clips) == 2 * 24
+    assert len(clips) == len(guard.sites) - 1  # all but the tail
     assert all(producers[n.input[0]].op_type == "Conv" for n in clips)
-    assert not any(n.op_type == "Relu" for n in graph.node)
+    assert sum(n.op_type == "Relu" for n in graph.node) == 2 * UNCLAMPED_LAST_LFE_BLOCKS
     assert {producers[n.input[0]].name for n in graph.node if n.op_type in ("Max", "Min") and producers[n.input[0]].op_type == "Conv"} <= {
         n.name for n in graph.node if n.name.startswith("/tail/")
     }
@@ -148,13 +150,14 @@ def test_guarded_reference_stays_in_range_on_raw_text_ui_and_qr(bundled, guarded
 
 
 def test_guard_costs_little_on_downscaled_stress_images_and_rescues_saturated_colour(bundled, guarded) -> None:
-    """On HR renders downscaled by bicubic, T91's ranges clip a little (measured: -0.03 dB on text
-    to -0.42 dB on QR at this size); saturated colour blocks explode even downscaled, and are saved."""
+    """On HR renders downscaled by bicubic, T91's ranges clip a little (measured at this size: -0.03 dB
+    on line art, +0.30 dB on QR; with the last two ELABs' LFEs clamped too, QR lost 0.42 dB);
+    saturated colour blocks explode even downscaled, and are saved."""
     for image in stress_set(scale=4, per_class=1, size=(64, 48)):
         plain, clamped = run_torch(bundled.model, image.hr_lr), run_torch(guarded, image.hr_lr)
         hr = image.hr.astype(np.float64)
         gain = psnr(np.clip(clamped, 0, 255).round(), hr) - psnr(np.clip(plain, 0, 255).round(), hr)
-        assert gain >= (10.0 if image.kind == "colour-blocks" else -0.5), f"{image.name}: {gain:+.3f} dB"
+        assert gain >= (10.0 if image.kind == "colour-blocks" else -0.1), f"{image.name}: {gain:+.3f} dB"
 
 
 @pytest.fixture(scope="module")
