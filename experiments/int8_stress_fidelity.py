@@ -1,17 +1,19 @@
 """Where the INT8 engines lose fidelity on raw hard-edged inputs: variants of the ONNX Q/DQ recipe.
 
-    python -m experiments.int8_stress_fidelity [--variants default,matmuls-float,minmax] [--threads 2]
+    python -m experiments.int8_stress_fidelity [--variants default,matmuls-float,minmax,inputs-float] [--threads 2]
 
 The range guard asks INT8 engines for at least 30 dB of fidelity to the guarded FP32 model on
 the stress set's raw inputs; the default recipe (entropy ranges on T91, per-tensor activation
-scales, the float groups its search keeps under the 0.05 dB budget) gives about 27.6 dB. This
-runs ONNX Runtime on the guarded model's Q/DQ file in three variants and prints each raw stress
+scales, the float groups its search keeps under the 0.05 dB budget) gives about 28.4 dB. This
+runs ONNX Runtime on the guarded model's Q/DQ file in four variants and prints each raw stress
 image's PSNR against guarded PyTorch FP32:
 - `default`: the recipe as `build --runtime onnxruntime --precision int8` makes it;
 - `matmuls-float`: the same ranges and float set, with every attention MatMul also float
   (is the error in the attention's quantized q, map or v?);
 - `minmax`: min-max ranges instead of entropy, its own search (does clipping at the entropy
-  threshold cost the hard edges?). Calibrating and searching take minutes; the file is cached.
+  threshold cost the hard edges?). Calibrating and searching take minutes; the file is cached;
+- `inputs-float`: the default ranges and float set, with every GMSA input projection and the
+  whole first ELAB also float (where the raw QR codes and saturated colour blocks lose most).
 Calibration data is T91 only, as for every INT8 engine.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +38,22 @@ from elan_deploy.runtimes import EngineLoader, ModelSource
 from elan_deploy.stress import stress_set
 from elan_deploy.upscale import Upscaler
 
-VARIANTS = ("default", "matmuls-float", "minmax")
+VARIANTS = ("default", "matmuls-float", "minmax", "inputs-float")
 SCALE = 4
 
 
-def matmuls_float(source: ModelSource, default: Path, out: Path) -> tuple[Path, int]:
-    """The default file's ranges and float set, with every MatMul kept float too; (file, MatMuls)."""
+def also_float(source: ModelSource, default: Path, out: Path, keep: Callable[[onnx.NodeProto], bool]) -> tuple[Path, int]:
+    """The default file's ranges and float set, with the nodes `keep` picks float too; (file, nodes added)."""
     fp32 = Path(source.onnx_path())
     float_nodes = [n for n in read_props(default).get("int8_float_nodes", "").split(",") if n]
-    matmuls = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node if n.op_type == "MatMul"]
-    onnx.save(quantize(fp32, ranges_for(fp32, default_config(), source.scale), default_config(), sorted(set(float_nodes + matmuls))), str(out))
-    return out, len(matmuls)
+    added = [n.name for n in onnx.load(str(fp32), load_external_data=False).graph.node if keep(n)]
+    onnx.save(quantize(fp32, ranges_for(fp32, default_config(), source.scale), default_config(), sorted(set(float_nodes + added))), str(out))
+    return out, len(added)
+
+
+def in_inputs_float(node: onnx.NodeProto) -> bool:
+    """Every GMSA input projection and every node of the first ELAB."""
+    return "/project_inp/" in node.name or node.name.startswith("/body.0/")
 
 
 def float_groups(path: Path) -> str:
@@ -74,8 +82,11 @@ def main() -> None:
             if variant == "default":
                 path, kept = default, float_groups(default)
             elif variant == "matmuls-float":
-                path, count = matmuls_float(source, default, Path(tmp) / "matmuls-float.onnx")
+                path, count = also_float(source, default, Path(tmp) / "matmuls-float.onnx", lambda n: n.op_type == "MatMul")
                 kept = f"{float_groups(default)} + {count} MatMuls"
+            elif variant == "inputs-float":
+                path, count = also_float(source, default, Path(tmp) / "inputs-float.onnx", in_inputs_float)
+                kept = f"{float_groups(default)} + {count} nodes"
             else:
                 path = int8_onnx_for(source, QuantizeConfig(method="minmax"))
                 kept = float_groups(path)
