@@ -23,6 +23,7 @@ import numpy as np
 
 from elan_deploy.console import print_table
 from elan_deploy.cpu import cpu_caps
+from elan_deploy.errors import NonFiniteOutput
 from elan_deploy.metrics import psnr
 from elan_deploy.model import load_bundled
 from elan_deploy.results import machine_info
@@ -95,7 +96,14 @@ def main() -> None:
     rows, outputs, records = [], {}, []
     for runtime, precision in cells:
         for guard, source in sources.items():
-            used, raw, downscaled = run_cell(source, runtime, precision, images, cache)
+            try:
+                used, raw, downscaled = run_cell(source, runtime, precision, images, cache)
+            except NonFiniteOutput as error:
+                # The engine refuses to turn NaN/Inf into pixels: that is this cell's result.
+                records.append({"runtime": runtime, "precision": precision, "guard": guard, "non_finite": str(error)})
+                rows.append((f"{runtime} {precision}", precision, guard, "NaN/Inf", *("–" for _ in CLASSES), "–", "–"))
+                print(json.dumps(records[-1]), flush=True)
+                continue
             outputs[(f"{runtime}:{precision}", guard)] = raw
             summary = summarize(images, raw, downscaled, reference)
             records.append({"runtime": runtime, "precision": precision, "precision_used": used, "guard": guard, **summary})

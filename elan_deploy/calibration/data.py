@@ -50,6 +50,7 @@ __all__ = [
     "PatchSpec",
     "calibration_cache_dir",
     "calibration_images",
+    "hard_edge_crops",
     "heldout_samples",
     "load_patches",
     "make_patches",
@@ -231,6 +232,18 @@ def heldout_samples(images: CalibrationImages, scale: int, size: int = 64) -> li
     if not samples:
         raise DatasetError(f"held-out images in '{images.folder}' are too small for x{scale} (need {MULTIPLE * scale} px)")
     return samples
+
+
+def hard_edge_crops(samples: list[HeldoutSample]) -> list[np.ndarray]:
+    """The held-out LR crops cut to the eight saturated colours (each channel 0 or 255 at mid-grey).
+
+    What users feed an upscaler also includes text, QR codes, UI and flat colour: hard edges
+    between saturated colours that no T91 photograph holds, where INT8's per-tensor activation
+    ranges (fitted on photographs) lose far more than on T91 itself. These crops keep T91's
+    shapes with those edges and colours, so the INT8 search can hold the engine to the FP32
+    model on such inputs while still calibrating and checking on T91 only.
+    """
+    return [np.where(s.lr >= 128, 255, 0).astype(np.uint8) for s in samples]
 
 
 def to_nchw(image: np.ndarray) -> np.ndarray:

@@ -67,6 +67,9 @@ class QuantizeConfig:
     `max_float_nodes`: cap on the nodes the search may keep in float (None: no cap).
     `heldout_size`: LR crop side of the held-out images used by the search (small = fast).
     `percentile`: for `method=percentile`, the |x| percentile that sets the range.
+    `hard_edge_floor_db`: lowest fidelity (PSNR to the FP32 model) allowed on any held-out crop
+    cut to saturated colours (`data.hard_edge_crops`); the search keeps more layer groups float
+    until it holds (None: no floor). 30 dB is what FP16 and BF16 engines hold on text and QR codes.
     """
 
     method: str = "entropy"
@@ -78,6 +81,7 @@ class QuantizeConfig:
     max_float_nodes: int | None = None
     heldout_size: int = 64
     percentile: float = 99.999
+    hard_edge_floor_db: float | None = 30.0
     op_types: tuple[str, ...] = QUANTIZED_OP_TYPES
 
     def __post_init__(self) -> None:
@@ -90,6 +94,8 @@ class QuantizeConfig:
             raise ElanDeployError(f"held-out crop size {self.heldout_size} must be a positive multiple of {MULTIPLE}")
         if not 90.0 < self.percentile <= 100.0:
             raise ElanDeployError(f"percentile {self.percentile} must be in (90, 100]")
+        if self.hard_edge_floor_db is not None and self.hard_edge_floor_db <= 0:
+            raise ElanDeployError(f"hard-edge floor {self.hard_edge_floor_db} dB must be > 0 (or none)")
 
     def key(self) -> str:
         return json.dumps({**asdict(self), "recipe": RECIPE_VERSION}, sort_keys=True)

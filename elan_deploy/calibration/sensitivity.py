@@ -16,6 +16,14 @@ the budget; if it fails, probe every group (a probe is graph surgery on the full
 model plus one run over small crops, ~1 s), predict from the probes how many of the worst
 groups must stay float, then verify real models, floating one more group each time, until the
 budget holds or the float-node cap is reached (`BudgetNotMet` then carries the best reached).
+
+Hard-edge floor (`QuantizeConfig.hard_edge_floor_db`): the budget is stated on photographs, and
+an engine that meets it can still lose text, QR codes and flat colour, which sit far outside
+T91's activation ranges. So the search then checks the worst fidelity to FP32 over the held-out
+crops cut to saturated colours (`data.hard_edge_crops`); when that is under the floor it probes
+the remaining groups' isolated damage on those crops and floats the fewest of the worst that
+hold it (bisected over the ranking, each candidate measured). Floating only moves the model
+towards FP32; the budget is re-scored on the final set.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from elan_deploy.calibration.data import HeldoutSample, to_nchw
+from elan_deploy.calibration.data import HeldoutSample, hard_edge_crops, to_nchw
 from elan_deploy.calibration.layers import LayerGroup, layer_groups
 from elan_deploy.calibration.recipes import QuantizeConfig, float_consumers_only, quantize
 from elan_deploy.errors import ElanDeployError
@@ -85,6 +93,31 @@ class HeldoutEvaluator:
         return float(np.mean([np.mean((o.astype(np.float64) - r) ** 2) for o, r in zip(outs, self.reference)]))
 
 
+class HardEdgeEvaluator:
+    """Fidelity to FP32 on the held-out crops cut to saturated colours (outputs clipped to 0..255)."""
+
+    def __init__(self, fp32: Path, samples: Sequence[HeldoutSample], threads: int | None = None) -> None:
+        self.crops = hard_edge_crops(list(samples))
+        if not self.crops:
+            raise ElanDeployError("no held-out samples to check INT8 on hard edges with")
+        self.threads = threads
+        self.reference = self.outputs(fp32)
+
+    def outputs(self, model: onnx.ModelProto | Path, limit: int | None = None) -> list[np.ndarray]:
+        session = _session(model, self.threads)
+        name = session.get_inputs()[0].name
+        return [np.clip(session.run(None, {name: to_nchw(c)})[0][0], 0, 255).astype(np.float64) for c in self.crops[:limit]]
+
+    def worst_db(self, model: onnx.ModelProto | Path) -> float:
+        """The lowest PSNR to FP32 over the crops (inf where a crop matches exactly)."""
+        mses = [np.mean((o - r) ** 2) for o, r in zip(self.outputs(model), self.reference)]
+        worst = max(mses)
+        return float("inf") if worst <= 0 else float(10 * np.log10(255.0**2 / worst))
+
+    def mse(self, model: onnx.ModelProto | Path, limit: int = PROBE_CROPS) -> float:
+        return float(np.mean([np.mean((o - r) ** 2) for o, r in zip(self.outputs(model, limit), self.reference)]))
+
+
 @dataclass(frozen=True)
 class HeldoutScore:
     psnr: float  # mean Y-PSNR vs HR
@@ -121,6 +154,8 @@ class SearchResult:
     sensitivities: list[Sensitivity] = field(default_factory=list)
     steps: list[tuple[int, HeldoutScore]] = field(default_factory=list)  # (float nodes, score)
     seconds: float = 0.0
+    hard_edge_db: float | None = None  # worst fidelity to FP32 on the hard-edge crops (None: no floor)
+    hard_edge_groups: list[str] = field(default_factory=list)  # groups floated for the floor alone
 
     @property
     def drop_db(self) -> float:
@@ -162,8 +197,83 @@ def _with_float(full_int8: onnx.ModelProto, float_model: onnx.ModelProto, float_
 
 def search(
     fp32: Path, ranges_json: Path, config: QuantizeConfig, evaluator: HeldoutEvaluator, progress: Progress | None = None,
+    hard_edges: HardEdgeEvaluator | None = None,
 ) -> SearchResult:
-    """Smallest set of float layer groups (greedy by sensitivity) meeting `config.budget_db`."""
+    """Smallest set of float layer groups (greedy by sensitivity) meeting `config.budget_db`,
+    then, with `hard_edges` and a `config.hard_edge_floor_db`, enough more to hold that floor."""
+    result, full, float_model = _budget_search(fp32, ranges_json, config, evaluator, progress)
+    if hard_edges is not None and config.hard_edge_floor_db is not None:
+        start = time.perf_counter() - result.seconds
+        _hold_hard_edges(result, full, float_model, config, evaluator, hard_edges, progress)
+        result.seconds = time.perf_counter() - start
+    return result
+
+
+def _hold_hard_edges(
+    result: SearchResult, full: onnx.ModelProto, float_model: onnx.ModelProto, config: QuantizeConfig,
+    evaluator: HeldoutEvaluator, hard_edges: HardEdgeEvaluator, progress: Progress | None,
+) -> None:
+    """Float the fewest of the groups that hurt the hard-edge crops most for the floor to hold."""
+    floor = float(config.hard_edge_floor_db)  # type: ignore[arg-type]
+    if progress:
+        progress("check hard edges")
+    result.hard_edge_db = hard_edges.worst_db(result.model)
+    if result.hard_edge_db >= floor:
+        return
+    every = layer_groups(float_model, config.op_types)
+    groups = [g for g in every if g.name not in set(result.float_groups)]
+    quantizable = [n for g in every for n in g.nodes]
+    damage = []
+    for i, group in enumerate(groups):
+        if progress:
+            progress(f"hard-edge probe {i + 1}/{len(groups)} {group.name}")
+        only = onnx.ModelProto.FromString(full.SerializeToString())
+        float_consumers_only(only, set(group.nodes), float_model)
+        damage.append((hard_edges.mse(only), group))
+    ranked = [group for _, group in sorted(damage, key=lambda item: (-item[0], item[1].name))]
+    sizes = np.cumsum([len(group.nodes) for group in ranked]) + len(result.float_nodes)
+    cap = config.max_float_nodes
+    max_k = int(np.searchsorted(sizes, cap, side="right")) if cap is not None else len(ranked)
+    tried: dict[int, tuple[onnx.ModelProto, float]] = {0: (result.model, result.hard_edge_db)}
+
+    def floated(k: int) -> tuple[onnx.ModelProto, float]:
+        """The model with the k most damaging groups float too, and its worst hard-edge fidelity."""
+        if k not in tried:
+            nodes = set(result.float_nodes) | {n for group in ranked[:k] for n in group.nodes}
+            model = _with_float(full, float_model, nodes, quantizable)
+            tried[k] = (model, hard_edges.worst_db(model))
+            if progress:
+                progress(f"hard edges: {k} more float groups, worst {tried[k][1]:.1f} dB")
+        return tried[k]
+
+    # Fewest groups that hold the floor: fidelity rises with every group floated, nearly
+    # monotonically, so bisect on k (a few checks instead of one per group); k is only ever
+    # accepted on its own measurement.
+    low, high = 0, max_k
+    if floated(high)[1] >= floor:
+        while high - low > 1:
+            middle = (low + high) // 2
+            if floated(middle)[1] >= floor:
+                high = middle
+            else:
+                low = middle
+    k = high
+    model, worst = floated(k)
+    result.hard_edge_groups = [group.name for group in ranked[:k]]
+    float_groups = result.float_groups + result.hard_edge_groups
+    float_nodes = result.float_nodes + [n for group in ranked[:k] for n in group.nodes]
+    score = evaluator.score(model)
+    result.steps.append((len(float_nodes), score))
+    result.model, result.float_groups, result.float_nodes, result.score = model, float_groups, float_nodes, score
+    result.met = score.upper_db <= config.budget_db
+    result.hard_edge_db = worst
+
+
+def _budget_search(
+    fp32: Path, ranges_json: Path, config: QuantizeConfig, evaluator: HeldoutEvaluator, progress: Progress | None = None,
+) -> tuple[SearchResult, onnx.ModelProto, onnx.ModelProto]:
+    """Smallest set of float layer groups (greedy by sensitivity) meeting `config.budget_db`;
+    with the fully quantized model and the float one, which the hard-edge floor reuses."""
     start = time.perf_counter()
     float_model = onnx.load(str(fp32))
     groups = layer_groups(float_model, config.op_types)
@@ -178,7 +288,7 @@ def search(
     )
     if best.met or cap == 0:
         best.seconds = time.perf_counter() - start
-        return best
+        return best, full, float_model
     ranked = probe_sensitivities(full, float_model, groups, evaluator, progress)
     best.sensitivities = ranked
     by_name = {g.name: g for g in groups}
@@ -209,4 +319,4 @@ def search(
             break
         k += 1
     best.seconds = time.perf_counter() - start
-    return best
+    return best, full, float_model

@@ -23,13 +23,26 @@ def _fp32_onnx(args: argparse.Namespace) -> tuple[Path, str, int]:
     return source.onnx_path(), loaded.config.model_id, loaded.config.scale
 
 
+def _floor(text: str) -> float | None:
+    """`--hard-edge-floor-db`: dB, or `none` for no floor."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of dB; give e.g. 30, or none") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} dB is not above 0; give e.g. 30, or none")
+    return value
+
+
 def run_quantize(args: argparse.Namespace) -> int:
     from elan_deploy.calibration.int8 import default_config, write_int8
     from elan_deploy.provenance import write_document
 
     config = default_config(
         method=args.method, budget_db=args.budget_db, patches=args.patches, patch_size=args.patch_size, seed=args.seed,
-        max_float_nodes=args.max_float_nodes, percentile=args.percentile,
+        max_float_nodes=args.max_float_nodes, percentile=args.percentile, hard_edge_floor_db=args.hard_edge_floor_db,
     )
     from elan_deploy.provenance import check_output_file
 
@@ -68,6 +81,12 @@ def run_quantize(args: argparse.Namespace) -> int:
         )],
     )
     stdout.print(f"kept float: {', '.join(report.float_groups) or 'nothing'}")
+    if report.hard_edge_db is not None:
+        stdout.print(
+            f"hard edges (held-out T91 in saturated colours): worst {report.hard_edge_db:.2f} dB to FP32, floor "
+            f"{config.hard_edge_floor_db:g} dB {'held' if report.hard_edge_met else 'NOT held'}"
+            + (f"; {len(report.hard_edge_groups)} groups kept float for it" if report.hard_edge_groups else "")
+        )
     stdout.print(f"held-out Y-PSNR: FP32 {report.fp32_psnr:.3f} dB, INT8 {score.psnr:.3f} dB; wrote {report.path}")
     if args.json:
         write_document(args.json, report.to_json(model_id, scale))
@@ -82,6 +101,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--percentile", type=float, default=99.999, help="|x| percentile for --method percentile [99.999]")
     p.add_argument("--budget-db", type=float, default=0.05, help="largest held-out Y-PSNR drop vs FP32 (mean + 1 s.e.) [0.05]")
     p.add_argument("--max-float-nodes", type=int, help="cap on Conv/MatMul nodes kept in float [no cap]")
+    p.add_argument(
+        "--hard-edge-floor-db", type=_floor, default=30.0,
+        help="lowest PSNR to FP32 on held-out T91 crops cut to saturated colours; more groups stay float until it holds, none: off [30]",
+    )
     p.add_argument("--allow-over-budget", action="store_true", help="write the best model even if the budget is not met (exit 1)")
     p.add_argument("--calib-dir", type=Path, help="calibration images (never a test set) [T91 under the data root, else the bundled subset]")
     p.add_argument("--patches", type=int, default=64, help="calibration LR patches [64]")

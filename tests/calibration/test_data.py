@@ -16,6 +16,7 @@ from elan_deploy.calibration.data import (
     BUNDLED_SAMPLES,
     PatchSpec,
     calibration_images,
+    hard_edge_crops,
     heldout_samples,
     load_patches,
     make_patches,
@@ -90,6 +91,16 @@ def test_heldout_crops_match_hr(tmp_path) -> None:
     for sample in heldout_samples(images, scale=4, size=32):
         assert sample.lr.shape[0] % 16 == 0 and sample.lr.shape[1] % 16 == 0
         assert sample.hr.shape == (sample.lr.shape[0] * 4, sample.lr.shape[1] * 4, 3)
+
+
+def test_hard_edge_crops_are_the_heldout_crops_in_saturated_colours() -> None:
+    samples = heldout_samples(calibration_images(BUNDLED_SAMPLES), scale=4, size=32)
+    crops = hard_edge_crops(samples)
+    assert len(crops) == len(samples)
+    for sample, crop in zip(samples, crops):
+        assert crop.shape == sample.lr.shape and crop.dtype == np.uint8
+        assert set(np.unique(crop)) <= {0, 255}
+        np.testing.assert_array_equal(crop == 255, sample.lr >= 128)  # each channel cut at mid-grey
 
 
 def test_empty_calibration_folder_is_a_clear_error(tmp_path) -> None:

@@ -19,7 +19,8 @@ from elan_deploy.calibration.sensitivity import BudgetNotMet
 from elan_deploy.export.metadata import read_props
 from tests.helpers import natural_crop
 
-FAST = QuantizeConfig(patches=6, patch_size=32, heldout_size=32, budget_db=4.0)  # six crops: all-INT8 meets it, no search
+# six crops: all-INT8 meets the budget, no search; the hard-edge floor has its own test
+FAST = QuantizeConfig(patches=6, patch_size=32, heldout_size=32, budget_db=4.0, hard_edge_floor_db=None)
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +112,49 @@ def test_impossible_budget_reports_the_best_reached(exported_onnx, tmp_path) -> 
         exported_onnx, tmp_path / "x.onnx", config, calib_dir=BUNDLED_SAMPLES, cache_dir=tmp_path / "c", allow_over_budget=True
     )
     assert not report.met and (tmp_path / "x.onnx").is_file()
+
+
+def test_default_recipe_holds_the_hard_edge_floor_on_heldout_t91(model_source, shared_data) -> None:
+    """The file the runtimes build for `int8` (the diff command's tests share it)."""
+    from elan_deploy.calibration.data import calibration_images, heldout_samples
+    from elan_deploy.calibration.int8 import default_config
+    from elan_deploy.calibration.sensitivity import HardEdgeEvaluator
+
+    floor = default_config().hard_edge_floor_db
+    assert floor == 30.0
+    path = int8_onnx_for(model_source)
+    props = read_props(path)
+    assert float(props["int8_hard_edge_floor_db"]) == floor and float(props["int8_hard_edge_worst_db"]) >= floor
+    assert float(props["int8_heldout_drop_db"]) + float(props["int8_heldout_drop_se_db"]) <= float(props["int8_budget_db"])
+    check = HardEdgeEvaluator(Path(model_source.onnx_path()), heldout_samples(calibration_images(), 4, default_config().heldout_size))
+    assert check.worst_db(path) >= floor  # measured again on the file, not read from it
+
+
+@pytest.mark.slow  # one more calibration and a hard-edge search over every layer group
+def test_hard_edge_floor_floats_groups_until_saturated_crops_hold_it(exported_onnx, tmp_path) -> None:
+    from elan_deploy.calibration.data import calibration_images, hard_edge_crops, heldout_samples
+    from elan_deploy.calibration.sensitivity import HardEdgeEvaluator
+
+    floor = 30.0
+    config = QuantizeConfig(patches=3, patch_size=16, heldout_size=32, budget_db=4.0, hard_edge_floor_db=floor)
+    out = tmp_path / "floor.onnx"
+    report = write_int8(exported_onnx, out, config, calib_dir=BUNDLED_SAMPLES, cache_dir=tmp_path / "cache")
+    samples = heldout_samples(calibration_images(BUNDLED_SAMPLES), 4, 32)
+    check = HardEdgeEvaluator(exported_onnx, samples)
+    assert len(check.crops) == len(hard_edge_crops(samples)) > 0
+    # measured again on the written file, not taken from the report
+    assert check.worst_db(out) >= floor
+    assert report.hard_edge_met and report.hard_edge_db is not None and report.hard_edge_db >= floor
+    # the loose budget alone keeps everything in INT8, which does not hold the floor
+    assert report.hard_edge_groups and set(report.hard_edge_groups) <= set(report.float_groups)
+    everything = write_int8(
+        exported_onnx, tmp_path / "all.onnx", QuantizeConfig(**{**config.__dict__, "hard_edge_floor_db": None}),
+        calib_dir=BUNDLED_SAMPLES, cache_dir=tmp_path / "cache",
+    )
+    assert not everything.float_nodes and check.worst_db(tmp_path / "all.onnx") < floor
+    props = read_props(out)
+    assert float(props["int8_hard_edge_floor_db"]) == floor and float(props["int8_hard_edge_worst_db"]) >= floor
+    assert "int8_hard_edge_floor_db" not in read_props(tmp_path / "all.onnx")
 
 
 def test_int8_runs_on_onnxruntime_close_to_fp32(int8_file, exported_onnx, shared_data) -> None:
