@@ -190,7 +190,7 @@ def _write_int8(
     t1 = time.perf_counter()
     samples = heldout_samples(images, scale, config.heldout_size)
     evaluator = HeldoutEvaluator(fp32, samples, scale)
-    hard_edges = HardEdgeEvaluator(fp32, samples) if config.hard_edge_floor_db is not None else None
+    hard_edges = HardEdgeEvaluator(fp32, samples) if config.hard_edge_floor_db is not None and _range_guarded(fp32) else None
     result = search(fp32, ranges, config, evaluator, progress, hard_edges)
     seconds["search"] = time.perf_counter() - t1
     if not result.met and not allow_over_budget:
@@ -228,6 +228,15 @@ def _write_int8(
         Path(out), config, calibration, result.float_groups, result.float_nodes, result.score, result.fp32_psnr,
         result.met, result.sensitivities, seconds, result.hard_edge_db, result.hard_edge_groups,
     )
+
+
+def _range_guarded(fp32: Path) -> bool:
+    """Whether `fp32` carries the range guard: the hard-edge floor applies only then.
+
+    The paper model (`--no-guard`) explodes on hard-edged inputs in FP32 itself, so there is no
+    FP32 picture for INT8 to hold there; the floor would float every group to chase it.
+    """
+    return read_props(fp32).get("range_guard", "none") != "none"
 
 
 def _int8_path(fp32: Path, key: str) -> Path:

@@ -37,7 +37,7 @@ from elan_deploy.geometry import MULTIPLE
 from elan_deploy.scratch import temporary_dir
 
 QUANTIZED_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul")
-RECIPE_VERSION = 1  # bump when a change here changes the bytes of the INT8 file
+RECIPE_VERSION = 2  # bump when a change here changes the bytes of the INT8 file
 _GROUP = 8  # patches per calibrator call: bounds the memory of ORT's collected tensors
 
 
@@ -70,6 +70,7 @@ class QuantizeConfig:
     `hard_edge_floor_db`: lowest fidelity (PSNR to the FP32 model) allowed on any held-out crop
     cut to saturated colours (`data.hard_edge_crops`); the search keeps more layer groups float
     until it holds (None: no floor). 30 dB is what FP16 and BF16 engines hold on text and QR codes.
+    It applies to range-guarded models only (`int8._range_guarded`).
     """
 
     method: str = "entropy"

@@ -130,6 +130,23 @@ def test_default_recipe_holds_the_hard_edge_floor_on_heldout_t91(model_source, s
     assert check.worst_db(path) >= floor  # measured again on the file, not read from it
 
 
+def test_hard_edge_floor_is_skipped_for_the_unguarded_paper_model(bundled, tmp_path) -> None:
+    """The paper model explodes on hard edges in FP32 itself: no FP32 picture for INT8 to hold."""
+    from dataclasses import replace
+
+    from elan_deploy.export import ExportConfig, export_onnx
+
+    unguarded = tmp_path / "paper.fp32.onnx"
+    export_onnx(bundled, unguarded, ExportConfig(), guard=None)
+    assert read_props(unguarded)["range_guard"] == "none"
+    report = write_int8(
+        unguarded, tmp_path / "paper.int8.onnx", replace(FAST, hard_edge_floor_db=30.0), calib_dir=BUNDLED_SAMPLES,
+        cache_dir=tmp_path / "cache",
+    )
+    assert report.hard_edge_db is None and report.hard_edge_met is None and not report.float_nodes
+    assert "int8_hard_edge_floor_db" not in read_props(tmp_path / "paper.int8.onnx")
+
+
 @pytest.mark.slow  # one more calibration and a hard-edge search over every layer group
 def test_hard_edge_floor_floats_groups_until_saturated_crops_hold_it(exported_onnx, tmp_path) -> None:
     from elan_deploy.calibration.data import calibration_images, hard_edge_crops, heldout_samples
