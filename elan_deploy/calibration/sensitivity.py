@@ -176,14 +176,15 @@ class BudgetNotMet(ElanDeployError):
 
 
 def probe_sensitivities(
-    full_int8: onnx.ModelProto, float_model: onnx.ModelProto, groups: Sequence[LayerGroup], evaluator: HeldoutEvaluator,
-    progress: Progress | None = None,
+    full_int8: onnx.ModelProto, float_model: onnx.ModelProto, groups: Sequence[LayerGroup],
+    evaluator: HeldoutEvaluator | HardEdgeEvaluator, progress: Progress | None = None, label: str = "probe",
 ) -> list[Sensitivity]:
-    """Each group's isolated damage: MSE vs FP32 with only that group quantized, worst first."""
+    """Each group's isolated damage: MSE vs FP32 with only that group quantized (on the
+    evaluator's crops), worst first."""
     result = []
     for i, group in enumerate(groups):
         if progress:
-            progress(f"probe {i + 1}/{len(groups)} {group.name}")
+            progress(f"{label} {i + 1}/{len(groups)} {group.name}")
         only = onnx.ModelProto.FromString(full_int8.SerializeToString())
         float_consumers_only(only, set(group.nodes), float_model)
         result.append(Sensitivity(group.name, group.kind, len(group.nodes), evaluator.mse(only)))
@@ -223,14 +224,9 @@ def _hold_hard_edges(
     every = layer_groups(float_model, config.op_types)
     groups = [g for g in every if g.name not in set(result.float_groups)]
     quantizable = [n for g in every for n in g.nodes]
-    damage = []
-    for i, group in enumerate(groups):
-        if progress:
-            progress(f"hard-edge probe {i + 1}/{len(groups)} {group.name}")
-        only = onnx.ModelProto.FromString(full.SerializeToString())
-        float_consumers_only(only, set(group.nodes), float_model)
-        damage.append((hard_edges.mse(only), group))
-    ranked = [group for _, group in sorted(damage, key=lambda item: (-item[0], item[1].name))]
+    by_name = {g.name: g for g in groups}
+    damage = probe_sensitivities(full, float_model, groups, hard_edges, progress, label="hard-edge probe")
+    ranked = [by_name[s.group] for s in damage]
     sizes = np.cumsum([len(group.nodes) for group in ranked]) + len(result.float_nodes)
     cap = config.max_float_nodes
     max_k = int(np.searchsorted(sizes, cap, side="right")) if cap is not None else len(ranked)

@@ -127,14 +127,16 @@ def test_upscale_folder_killed_mid_run_then_rerun(shared_data, tmp_path) -> None
     for i, (top, left) in enumerate([(0, 0), (40, 60), (100, 20), (200, 150)]):
         Image.fromarray(natural_crop(shared_data, 24, 28, top=top, left=left).astype(np.uint8)).save(inputs / f"img{i}.png")
     cache = tmp_path / "cache"
-    args = ["upscale", str(inputs), "-o", str(tmp_path / "out"), "--shapes", SMALL]
+    # an explicit engine: `auto` would build (and calibrate) OpenVINO INT8 on CPUs with AVX-512 BF16
+    engine = ["--runtime", "onnxruntime", "--precision", "fp32"]
+    args = ["upscale", str(inputs), "-o", str(tmp_path / "out"), "--shapes", SMALL, *engine]
     first = run(args, cache, kill_at="publish:*.png@3")  # two images written, the third about to land
     assert killed(first), first.stderr
     landed = [p.name for p in (tmp_path / "out").glob("*.png") if not p.name.startswith(".")]
     assert len(landed) == 2, landed  # the third is only a temporary, which the rerun removes
     rerun = run(args, cache)
     assert rerun.returncode == 0, rerun.stderr
-    reference = run(["upscale", str(inputs), "-o", str(tmp_path / "ref"), "--shapes", SMALL], cache)
+    reference = run(["upscale", str(inputs), "-o", str(tmp_path / "ref"), "--shapes", SMALL, *engine], cache)
     assert reference.returncode == 0, reference.stderr
     assert files(tmp_path / "out") == files(tmp_path / "ref")
     assert temporaries(tmp_path) == []
