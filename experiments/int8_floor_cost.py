@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 from functools import partial
+from pathlib import Path
 
 from elan_deploy.bench.latency import latency_image, natural_input, time_interleaved
 from elan_deploy.calibration.int8 import default_config, int8_onnx_for
@@ -25,30 +27,22 @@ from elan_deploy.cpu import cpu_caps
 from elan_deploy.export.metadata import read_props
 from elan_deploy.model import load_bundled
 from elan_deploy.results import machine_info
-from elan_deploy.runtimes import ModelSource
+from elan_deploy.runtimes import EngineLoader, ModelSource, ShapeRange
 from elan_deploy.runtimes.base import parse_shape
 
 
-def _ort(path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})
-
-
-def _openvino(model, shape, hint: str, threads: int):
+def _openvino_budget_only(source: ModelSource, float_nodes: list[str], shape, threads: int):
+    """OpenVINO INT8 quantized by NNCF on the budget-only float set, compiled as the `openvino int8`
+    engine compiles its model (the engine loader builds only the default recipe's float set)."""
     import openvino as ov
 
-    core = ov.Core()
-    model = core.read_model(str(model)) if not hasattr(model, "get_ordered_ops") else model
+    model = nncf_int8_model(source, NNCFConfig(float_nodes=tuple(float_nodes)))
     model.reshape(list(shape))
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads})
+    # the hint `runtimes/openvino_rt.py` gives INT8 engines: float parts bf16 where the CPU has it
+    config = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    compiled = ov.Core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
-    return lambda x: request.infer({0: x}), compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    return lambda x: request.infer({0: x}), f"int8+{compiled.get_property('INFERENCE_PRECISION_HINT').to_string()}"
 
 
 def main() -> None:
@@ -64,20 +58,24 @@ def main() -> None:
     files = {"floor (default)": int8_onnx_for(source), "budget only": int8_onnx_for(source, default_config(hard_edge_floor_db=None))}
     floats = {recipe: [n for n in read_props(path).get("int8_float_nodes", "").split(",") if n] for recipe, path in files.items()}
     assert floats["floor (default)"] == float_nodes_of(source)
-    calls, ran, kept = {}, {}, {}
-    calls[("onnxruntime fp32", "")] = partial(_ort(source.onnx_path(), args.threads), x)
-    bf16, ran[("openvino bf16", "")] = _openvino(source.onnx_path(), shape, "bf16", args.threads)
-    calls[("openvino bf16", "")] = partial(bf16, x)
-    for recipe, path in files.items():
-        calls[("onnxruntime int8", recipe)] = partial(_ort(path, args.threads), x)
-        model = nncf_int8_model(source, NNCFConfig(float_nodes=tuple(floats[recipe])))
-        run, used = _openvino(model, shape, "bf16", args.threads)
-        calls[("openvino int8", recipe)] = partial(run, x)
-        ran[("openvino int8", recipe)] = f"int8+{used}"
-        ran[("onnxruntime int8", recipe)] = "int8"
-        kept[recipe] = len(floats[recipe])
-    ran[("onnxruntime fp32", "")] = "fp32"
-    times = time_interleaved(calls, args.rounds, args.iters)
+    static = ShapeRange.static(shape)
+    with tempfile.TemporaryDirectory() as scratch:
+        open_engine = partial(EngineLoader, shapes=static, threads=args.threads, cache_root=Path(scratch) / "engines")
+        engines = {
+            ("onnxruntime fp32", ""): open_engine(source, "onnxruntime", "fp32").open(),
+            ("openvino bf16", ""): open_engine(source, "openvino", "bf16").open(),
+            ("onnxruntime int8", "floor (default)"): open_engine(source, "onnxruntime", "int8").open(),
+            # the budget-only Q/DQ file, run as ONNX Runtime runs any Q/DQ file
+            ("onnxruntime int8", "budget only"): open_engine(ModelSource(source.loaded, guard=True, onnx=files["budget only"]), "onnxruntime", "fp32").open(),
+            ("openvino int8", "floor (default)"): open_engine(source, "openvino", "int8").open(),
+        }
+        calls = {key: partial(engine, x) for key, engine in engines.items()}
+        ran = {key: engine.info.precision_used for key, engine in engines.items()}
+        ran[("onnxruntime int8", "budget only")] = "int8"
+        run, used = _openvino_budget_only(source, floats["budget only"], shape, args.threads)
+        calls[("openvino int8", "budget only")], ran[("openvino int8", "budget only")] = partial(run, x), used
+        kept = {recipe: len(nodes) for recipe, nodes in floats.items()}
+        times = time_interleaved(calls, args.rounds, args.iters)
     p50 = {key: statistics.median(values) * 1000 for key, values in times.items()}
     rows = []
     for (cell, recipe), value in p50.items():
