@@ -124,7 +124,8 @@ def test_folding_keeps_single_valued_and_dead_channels(bundled, guard) -> None:
 def test_clamps_fold_into_the_convolutions(bundled, guard, tmp_path) -> None:
     """One Clip(0, 1) right behind each clamped conv (which runtimes fuse), Relu only in the LFEs
     left unclamped, the queries' ranges restored by one BatchNormalization right behind their
-    Clip, and per-channel Max/Min only at the tail: the clamps add no pass over the features."""
+    Clip, and per-channel Max/Min only at the tail: OpenVINO runs the Clips and restores as the
+    convolutions' post-ops."""
     import onnx
 
     path = ModelSource(bundled, work_dir=tmp_path).onnx_path()
