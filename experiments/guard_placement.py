@@ -8,9 +8,8 @@ clamps at several placements:
 
 - every conv: every LFE conv and both GMSA projections (97 clamps, none of which folds away);
 - guard (shipped): the LFE's first conv (upper bound; ReLU follows) in every ELAB but the last
-  two, the GMSA input projection and the tail (`model.range_guard.guard_sites`), all folded
-  into the convolutions as one Clip(0, 1) each (the query half and the tail then get their range
-  back by a per-channel affine behind it);
+  two, the GMSA input projection and the tail (`model.range_guard.guard_sites`), all foldable
+  into the convolutions but the query half and the tail;
 - with the last two ELABs' LFEs: the guard plus those four LFE clamps (every LFE clamped);
 - without the query clamps, without the LFE clamps: what each part holds;
 - LFE bound x1.25: the guard with every LFE upper bound raised by a quarter.

@@ -81,6 +81,8 @@ class DeployGMSA(nn.Module):
         self.out_chns = [c // 2 if self.calc_attn else c for c in self.split_chns]
         self.project_inp = fold_batchnorm(reference.project_inp[0], reference.project_inp[1])
         self.project_out = copy.deepcopy(reference.project_out).requires_grad_(False)
+        # per window group, q = low + span · q' when the range guard normalised project_inp
+        self.query_restore: nn.ModuleList | None = None
 
     def forward(
         self, x: torch.Tensor, shared: SharedState | None = None, geometry: WindowGeometry | None = None
@@ -108,6 +110,8 @@ class DeployGMSA(nn.Module):
         """Attention of one group's windows; returns (output, what the next GMSA needs)."""
         if self.calc_attn:
             q, v = windows.chunk(2, dim=-1)
+            if self.query_restore is not None:
+                q = self.query_restore[idx](q)
             if self.attention == "shared":
                 atn = (q @ q.transpose(-2, -1)).softmax(dim=-1)
                 return atn @ v, atn

@@ -14,18 +14,14 @@ reads it:
 - GMSA: values are averaged by softmax rows that sum to 1, so low + span · v' comes out of the
   attention as low + span · (attention of v'), and `project_out` takes span into its weights and
   W · low into its bias. Queries meet themselves in q·qᵀ, where neither folds: they get
-  low + span · q' back right behind the Clip, in NCHW, as one BatchNormalization (`ChannelAffine`;
-  scale 1 and offset 0 on the value channels). OpenVINO fuses it into the conv with the Clip as
-  post-ops, ONNX Runtime runs it as one NCHWc depthwise pass; the multiply-add on the channel-last
-  query windows it replaces ran as 36 Subgraphs on OpenVINO and 72 broadcasting passes on ONNX
-  Runtime (`python -m experiments.openvino_profile`, `python -m experiments.onnxruntime_profile`).
+  low + span · q' back by one multiply-add on the query half only (`QueryRestore`). Restored
+  instead right behind the Clip, as one BatchNormalization that OpenVINO fuses into the conv,
+  they cost OpenVINO nothing (36 Subgraphs fewer), but its INT8 engine, int8+bf16 on AMX, kept
+  fewer flat QR pixels clean on the stress set (92.4 % against 94.1 % on 30 images), and that
+  engine is `--runtime auto`'s pick on such CPUs (BENCHMARKS.md, "Restoring the queries behind
+  the Clip").
 - tail (add_mean folded in: its range moves with the offset): 48 channels on the LR grid, once;
-  it keeps its Max and Min. Folded as the queries (Clip, then a `ChannelAffine`), it saved
-  OpenVINO one Subgraph, but OpenVINO's INT8 engine, which runs the float tail in bf16 on AMX,
-  then fell under the stress set's 95 % line of clean flat QR pixels (BENCHMARKS.md).
-
-OpenVINO then executes the nodes of the unguarded graph plus the tail's one Subgraph: the Clips
-and the query restores ride on the convolutions.
+  it keeps its Max and Min.
 
 A channel whose range is one value (span 0) gets zero weights and its value as the offset. The
 result computes `guard_reference(reference, guard)` up to float rounding
@@ -38,7 +34,6 @@ import re
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from elan_deploy.errors import ElanDeployError
@@ -48,35 +43,27 @@ _LFE = re.compile(r"^body\.(\d+)\.modules_lfe\.lfe_(\d+)\.conv0\.shift_conv\.con
 _GMSA = re.compile(r"^body\.(\d+)\.modules_gmsa\.gmsa_(\d+)\.project_inp$")
 
 
-class ChannelAffine(nn.Module):
-    """y = scale[c] · x + offset[c] per channel of an N,C,H,W tensor, exported as one
-    BatchNormalization (mean 0, variance 1, epsilon 0, so the affine is exact): every runtime has
-    a kernel for it, and a conv's post-op fusion (OpenVINO) takes it in."""
-
-    def __init__(self, scale: np.ndarray, offset: np.ndarray) -> None:
-        super().__init__()
-        channels = len(scale)
-        self.register_buffer("scale", torch.as_tensor(np.asarray(scale, dtype=np.float32)).clone())
-        self.register_buffer("offset", torch.as_tensor(np.asarray(offset, dtype=np.float32)).clone())
-        self.register_buffer("mean", torch.zeros(channels))
-        self.register_buffer("var", torch.ones(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, self.mean, self.var, self.scale, self.offset, training=False, momentum=0.0, eps=0.0)
-
-
 class UnitClipped(nn.Module):
-    """A layer whose output is clipped to [0, 1] (ONNX: Conv + Clip, fused by the runtimes),
-    then optionally mapped back per channel by `restore`."""
+    """A layer whose output is clipped to [0, 1] (ONNX: Conv + Clip, fused by the runtimes)."""
 
-    def __init__(self, layer: nn.Module, restore: ChannelAffine | None = None) -> None:
+    def __init__(self, layer: nn.Module) -> None:
         super().__init__()
         self.layer = layer
-        self.restore = restore
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.clamp(self.layer(x), 0.0, 1.0)
-        return y if self.restore is None else self.restore(y)
+        return torch.clamp(self.layer(x), 0.0, 1.0)
+
+
+class QueryRestore(nn.Module):
+    """q = low + span · q' on the channel-last query windows of one window group."""
+
+    def __init__(self, low: np.ndarray, span: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("span", torch.as_tensor(np.asarray(span, dtype=np.float32)).clone())
+        self.register_buffer("low", torch.as_tensor(np.asarray(low, dtype=np.float32)).clone())
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return q * self.span + self.low
 
 
 def deploy_site(site: str) -> str:
@@ -124,7 +111,7 @@ def _fold_lfe(lfe: nn.Module, high: np.ndarray) -> None:
 
 
 def _fold_gmsa(gmsa: nn.Module, low: np.ndarray, high: np.ndarray) -> None:
-    """project_inp → Clip(0, 1) of the normalised q and v; v's affine into project_out, q's restored behind the Clip."""
+    """project_inp → Clip(0, 1) of the normalised q and v; v's affine into project_out, q's restored."""
     span = _normalise_outputs(gmsa.project_inp, low, high)
     values, queries = [], []
     start = 0
@@ -138,13 +125,9 @@ def _fold_gmsa(gmsa: nn.Module, low: np.ndarray, high: np.ndarray) -> None:
     weight = out.weight.detach().double()
     out.bias.copy_((out.bias.detach().double() + weight[:, :, 0, 0] @ torch.from_numpy(low[v].astype(np.float64))).to(out.bias.dtype))
     _scale_inputs(out, span[v])
-    restore = None
-    if gmsa.calc_attn:  # queries back to low + span · q'; values stay normalised (scale 1, offset 0)
-        q = np.concatenate(queries)
-        scale, offset = np.ones_like(span), np.zeros_like(span)
-        scale[q], offset[q] = span[q], low[q]
-        restore = ChannelAffine(scale, offset)
-    gmsa.project_inp = UnitClipped(gmsa.project_inp, restore)
+    if gmsa.calc_attn:
+        gmsa.query_restore = nn.ModuleList(QueryRestore(low[q], span[q]) for q in queries)
+    gmsa.project_inp = UnitClipped(gmsa.project_inp)
 
 
 def _tail_offset(add_mean: nn.Conv2d, channels: int, scale: int) -> np.ndarray:

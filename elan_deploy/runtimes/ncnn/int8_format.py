@@ -126,15 +126,6 @@ def _memorydata_floats(layer: Layer) -> int:
     return int(np.prod([d for d in dims if d])) if any(dims) else 0
 
 
-def _raw_floats(layer: Layer) -> int | None:
-    """How many raw fp32 values (no storage tag) a layer other than the quantizable ones keeps in the .bin, or None."""
-    if layer.type == "MemoryData":
-        return _memorydata_floats(layer)
-    if layer.type == "BatchNorm":  # slope, mean, variance and bias per channel (the range guard's restores)
-        return 4 * int(layer.get(0, 0))
-    return None
-
-
 def _read_weights(layer: Layer, data: bytes, offset: int) -> tuple[Weights, int]:
     if layer.get(8, 0):
         raise ElanDeployError(f"layer '{layer.name}' is already INT8; quantize the fp32 engine")
@@ -162,8 +153,8 @@ def blocks(graph: Graph, data: bytes, source: Path) -> list[Block]:
             weights, end = _read_weights(layer, data, offset)
             found.append(Block(layer, offset, end, weights))
             offset = end
-        elif (floats := _raw_floats(layer)) is not None:
-            end = offset + 4 * floats
+        elif layer.type == "MemoryData":
+            end = offset + 4 * _memorydata_floats(layer)
             found.append(Block(layer, offset, end, None))
             offset = end
         elif layer.type not in WEIGHTLESS:
