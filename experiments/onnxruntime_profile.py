@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iters", type=int, default=2)
     args = parser.parse_args()
+    if missing := [str(m) for m in args.models if not m.is_file()]:
+        parser.error(f"no ONNX file at {', '.join(missing)}; pass exported .onnx files, or none to export the bundled model")
     shape = parse_shape(args.shape)
     x = natural_input(shape, latency_image())
     with tempfile.TemporaryDirectory() as scratch:
