@@ -7,8 +7,10 @@ to FP32 on hard-edged inputs. This builds, from the range-guarded bundled model,
 of the default recipe and of the budget-only recipe (`hard_edge_floor_db=None`), runs each on
 ONNX Runtime and, quantized by NNCF on the same float set, on OpenVINO (float parts as the
 `openvino int8` engine runs them: bf16 where the CPU has it), beside ONNX Runtime FP32 and
-OpenVINO bf16, and times all of them on one natural image in interleaved rounds. Prints p50
-and min per engine, the float node count and the p50 ratio to the budget-only INT8 engine.
+OpenVINO bf16, and times all of them on one natural image in interleaved rounds. The OpenVINO
+default engine also holds its own floor (`calibration.nncf_hard_edges`, more groups float); the
+row "recipe's floor only" is its model without that (`NNCFConfig(hard_edge_floor_db=None)`).
+Prints p50 and min per engine, the float node count and the p50 ratio to the budget-only INT8 engine.
 """
 
 from __future__ import annotations
@@ -31,18 +33,32 @@ from elan_deploy.runtimes import EngineLoader, ModelSource, ShapeRange
 from elan_deploy.runtimes.base import parse_shape
 
 
-def _openvino_budget_only(source: ModelSource, float_nodes: list[str], shape, threads: int):
-    """OpenVINO INT8 quantized by NNCF on the budget-only float set, compiled as the `openvino int8`
-    engine compiles its model (the engine loader builds only the default recipe's float set)."""
+def _openvino_variant(source: ModelSource, float_nodes: list[str], shape, threads: int):
+    """OpenVINO INT8 quantized by NNCF on exactly `float_nodes` (no floor of OpenVINO's own),
+    compiled as the `openvino int8` engine compiles its model (the engine loader builds only the
+    default)."""
     import openvino as ov
 
-    model = nncf_int8_model(source, NNCFConfig(float_nodes=tuple(float_nodes)))
+    model = nncf_int8_model(source, NNCFConfig(float_nodes=tuple(float_nodes), hard_edge_floor_db=None))
     model.reshape(list(shape))
     # the hint `runtimes/openvino_rt.py` gives INT8 engines: float parts bf16 where the CPU has it
     config = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     compiled = ov.Core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     return lambda x: request.infer({0: x}), f"int8+{compiled.get_property('INFERENCE_PRECISION_HINT').to_string()}"
+
+
+def _openvino_floor_nodes(source: ModelSource) -> int:
+    """How many more nodes the `openvino int8` engine keeps float for OpenVINO's own floor (its rt_info)."""
+    import onnx
+
+    from elan_deploy.calibration.layers import layer_groups
+    from elan_deploy.calibration.nncf_int8 import RT_INFO_SECTION
+
+    model = nncf_int8_model(source)
+    key = [RT_INFO_SECTION, "hard_edge_groups"]
+    groups = set(model.get_rt_info(key).astype(str).split(",")) if model.has_rt_info(key) else set()
+    return sum(len(g.nodes) for g in layer_groups(onnx.load(str(source.onnx_path()))) if g.name in groups)
 
 
 def main() -> None:
@@ -72,16 +88,19 @@ def main() -> None:
         calls = {key: partial(engine, x) for key, engine in engines.items()}
         ran = {key: engine.info.precision_used for key, engine in engines.items()}
         ran[("onnxruntime int8", "budget only")] = "int8"
-        run, used = _openvino_budget_only(source, floats["budget only"], shape, args.threads)
-        calls[("openvino int8", "budget only")], ran[("openvino int8", "budget only")] = partial(run, x), used
-        kept = {recipe: len(nodes) for recipe, nodes in floats.items()}
+        for recipe, nodes in (("recipe's floor only", floats["floor (default)"]), ("budget only", floats["budget only"])):
+            run, used = _openvino_variant(source, nodes, shape, args.threads)
+            calls[("openvino int8", recipe)], ran[("openvino int8", recipe)] = partial(run, x), used
+        kept = {(cell, recipe): len(floats[recipe]) for cell, recipe in calls if recipe in floats}
+        kept[("openvino int8", "recipe's floor only")] = len(floats["floor (default)"])
+        kept[("openvino int8", "floor (default)")] = len(floats["floor (default)"]) + _openvino_floor_nodes(source)
         times = time_interleaved(calls, args.rounds, args.iters)
     p50 = {key: statistics.median(values) * 1000 for key, values in times.items()}
     rows = []
     for (cell, recipe), value in p50.items():
         base = p50.get((cell, "budget only"))
         rows.append((
-            cell, recipe or "–", ran[(cell, recipe)], str(kept.get(recipe, "–")), f"{value:.1f}", f"{min(times[(cell, recipe)]) * 1000:.1f}",
+            cell, recipe or "–", ran[(cell, recipe)], str(kept.get((cell, recipe), "–")), f"{value:.1f}", f"{min(times[(cell, recipe)]) * 1000:.1f}",
             f"{value / base:.3f}" if base else "–",
         ))
     info = machine_info()

@@ -16,6 +16,9 @@ changes, each for a reason measured on the Q/DQ path (see `recipes`, `sensitivit
   outputs use the full unsigned range (`preset="mixed"`).
 `accuracy_control=True` runs `nncf.quantize_with_accuracy_control` with a Y-PSNR validation
 function on the held-out T91 split (never a test set) and `max_drop=budget_db`.
+`hard_edge_floor_db`: the Q/DQ recipe's hard-edge floor, held again by the NNCF model as the
+OpenVINO engine runs it (`nncf_hard_edges`): it floats more groups where NNCF's ranges lose
+text and flat colour that the Q/DQ file kept.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from elan_deploy.calibration.data import PatchSpec, calibration_cache_dir, heldout_samples, load_patches, to_nchw
+from elan_deploy.calibration.nncf_hard_edges import OpenVINOHardEdgeHold, hold_hard_edges
+from elan_deploy.calibration.recipes import QuantizeConfig
 from elan_deploy.errors import RuntimeUnavailable
 from elan_deploy.imaging import to_uint8
 from elan_deploy.metrics import psnr_y
@@ -55,6 +60,13 @@ class NNCFConfig:
     patch_size: int = 64
     seed: int = 0
     heldout_size: int = 64
+    hard_edge_floor_db: float | None = QuantizeConfig.hard_edge_floor_db  # None: no floor of OpenVINO's own
+
+
+# The precision the OpenVINO INT8 engine runs its float islands in (`runtimes.openvino_rt`); the
+# hard-edge floor measures the model in it. OpenVINO falls back to f32 where the CPU lacks bf16.
+ENGINE_INFERENCE_PRECISION = "bf16"
+RT_INFO_SECTION = "elan_deploy"  # rt_info path prefix of what the IR records about its quantization
 
 
 @dataclass
@@ -65,6 +77,7 @@ class NNCFReport:
     heldout_fp32_psnr: float | None = None
     heldout_int8_psnr: float | None = None
     seconds: float = 0.0
+    hard_edges: OpenVINOHardEdgeHold | None = None  # None: no floor (unguarded model, or none asked)
 
 
 def _imports():
@@ -130,6 +143,33 @@ def quantize_ov(fp32_onnx: Path, scale: int, float_nodes: Sequence[str], config:
     return quantized, list(scope.names), psnrs
 
 
+def quantize_held(
+    fp32_onnx: Path, scale: int, float_nodes: Sequence[str], config: NNCFConfig = NNCFConfig(), calib_dir: Path | None = None,
+    inference_precision: str = ENGINE_INFERENCE_PRECISION,
+):
+    """`quantize_ov`, then the hard-edge floor held as the engine runs the model:
+    (ov.Model, ignored node names, held-out PSNRs or None, the floor's record or None).
+
+    The floor applies to range-guarded models only: the paper model explodes on hard edges in
+    FP32 itself, so there is no FP32 picture to hold (as in the Q/DQ search).
+    """
+    from elan_deploy.calibration.data import calibration_images
+    from elan_deploy.export.metadata import read_props
+
+    model, ignored, psnrs = quantize_ov(fp32_onnx, scale, float_nodes, config, calib_dir)
+    if config.hard_edge_floor_db is None or read_props(fp32_onnx).get("range_guard", "none") == "none":
+        return model, ignored, psnrs, None
+    samples = heldout_samples(calibration_images(calib_dir), scale, config.heldout_size)
+
+    def quantizer(nodes: Sequence[str]):
+        return quantize_ov(fp32_onnx, scale, nodes, config, calib_dir)[0]
+
+    model, hold = hold_hard_edges(model, fp32_onnx, float_nodes, quantizer, samples, config.hard_edge_floor_db, inference_precision)
+    for key, value in hold.rt_info().items():
+        model.set_rt_info(value, [RT_INFO_SECTION, key])
+    return model, ignored, psnrs, hold
+
+
 def _run_nncf(nncf, ov, model, calibration, images, scale: int, config: NNCFConfig, kwargs: dict):
     psnrs = None
     if not config.accuracy_control:
@@ -153,11 +193,14 @@ def _run_nncf(nncf, ov, model, calibration, images, scale: int, config: NNCFConf
     return quantized, psnrs
 
 
-def nncf_int8_model(source, config: NNCFConfig = NNCFConfig(), calib_dir: Path | None = None):
+def nncf_int8_model(
+    source, config: NNCFConfig = NNCFConfig(), calib_dir: Path | None = None, inference_precision: str = ENGINE_INFERENCE_PRECISION,
+):
     """The NNCF-quantized `ov.Model` of `source` (dynamic shapes; reshape it before saving).
 
     The quantized IR is cached next to the FP32 export, keyed by the model, recipe, float set,
-    calibration images and OpenVINO/NNCF versions: NNCF's calibration costs minutes, and every
+    calibration images, OpenVINO/NNCF versions and the arithmetic the hard-edge floor measured
+    (the inference precision and whether this CPU has it): NNCF's calibration costs minutes, and every
     static engine shape (the bench builds one per latency shape, in its own process) reuses it.
     A per-file lock makes concurrent builders quantize once.
     """
@@ -172,25 +215,28 @@ def nncf_int8_model(source, config: NNCFConfig = NNCFConfig(), calib_dir: Path |
     fp32 = Path(source.onnx_path())
     key = hashlib.sha256("|".join([
         source.fingerprint(), repr(config), ",".join(float_nodes), calibration_images(calib_dir).digest(),
-        ov.get_version(), nncf.__version__,
+        ov.get_version(), nncf.__version__, inference_precision, ",".join(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
     ]).encode()).hexdigest()[:16]
     folder = fp32.parent if os.access(fp32.parent, os.W_OK) else calibration_cache_dir() / "nncf"
     folder.mkdir(parents=True, exist_ok=True)
     xml = folder / f"{fp32.name.removesuffix('.onnx').removesuffix('.fp32')}.nncf-int8-{key}.xml"
     with FileLock(str(folder / f".{xml.name}.lock")):
         if not (xml.is_file() and xml.with_suffix(".bin").is_file()):
-            model, _, _ = quantize_ov(fp32, source.scale, float_nodes, config, calib_dir)
+            model = quantize_held(fp32, source.scale, float_nodes, config, calib_dir, inference_precision)[0]
             write_ir(model, xml)
     return ov.Core().read_model(str(xml))
 
 
-def nncf_int8_ir(source, out_xml: Path, config: NNCFConfig = NNCFConfig(), calib_dir: Path | None = None) -> NNCFReport:
+def nncf_int8_ir(
+    source, out_xml: Path, config: NNCFConfig = NNCFConfig(), calib_dir: Path | None = None,
+    inference_precision: str = ENGINE_INFERENCE_PRECISION,
+) -> NNCFReport:
     """Quantize `source`'s FP32 ONNX with NNCF and write an OpenVINO IR (xml + bin) atomically."""
     start = time.perf_counter()
     float_nodes = list(config.float_nodes) if config.float_nodes is not None else float_nodes_of(source)
-    quantized, ignored, psnrs = quantize_ov(Path(source.onnx_path()), source.scale, float_nodes, config, calib_dir)
+    quantized, ignored, psnrs, hold = quantize_held(Path(source.onnx_path()), source.scale, float_nodes, config, calib_dir, inference_precision)
     write_ir(quantized, Path(out_xml))
-    return NNCFReport(Path(out_xml), config, ignored, *(psnrs or (None, None)), seconds=time.perf_counter() - start)
+    return NNCFReport(Path(out_xml), config, ignored, *(psnrs or (None, None)), seconds=time.perf_counter() - start, hard_edges=hold)
 
 
 def write_ir(model, out_xml: Path) -> Path:
