@@ -9,7 +9,8 @@ model, the worst and median fidelity to the FP32 model (PSNR, outputs clipped to
 held-out T91 crops cut to saturated colours (`calibration.data.hard_edge_crops`) of:
 - ONNX Runtime running the default Q/DQ file (what the recipe's floor measured);
 - OpenVINO running that same Q/DQ file, with bf16 and with f32 float parts;
-- NNCF's model of the recipe's float set alone (`NNCFConfig(hard_edge_floor_db=None)`);
+- NNCF's model of the recipe's float set alone (`NNCFConfig(hard_edge_floor_db=None)`), with bf16
+  and with f32 float parts;
 - NNCF's model as `openvino int8` builds it (OpenVINO's own floor, `calibration.nncf_hard_edges`);
 - the FP32 model compiled bf16: what the runtime's float arithmetic reaches on its own.
 and the floor the OpenVINO model records in its rt_info.
@@ -54,12 +55,13 @@ def main() -> None:
     checkers = {hint: OpenVINOHardEdges(fp32, samples, hint, args.threads) for hint in (ENGINE_INFERENCE_PRECISION, "f32")}
     engine = checkers[ENGINE_INFERENCE_PRECISION]
     shipped = nncf_int8_model(source)
+    alone = nncf_int8_model(source, NNCFConfig(hard_edge_floor_db=None))
     rows = [
         ("onnxruntime", "Q/DQ file (the recipe's floor)", "int8+fp32", fidelities(onnxruntime, qdq)),
         ("openvino", "Q/DQ file", f"int8+{ENGINE_INFERENCE_PRECISION}", fidelities(engine, qdq)),
         ("openvino", "Q/DQ file", "int8+f32", fidelities(checkers["f32"], qdq)),
-        ("openvino", "NNCF, the recipe's float set alone", f"int8+{ENGINE_INFERENCE_PRECISION}",
-         fidelities(engine, nncf_int8_model(source, NNCFConfig(hard_edge_floor_db=None)))),
+        ("openvino", "NNCF, the recipe's float set alone", f"int8+{ENGINE_INFERENCE_PRECISION}", fidelities(engine, alone)),
+        ("openvino", "NNCF, the recipe's float set alone", "int8+f32", fidelities(checkers["f32"], alone)),
         ("openvino", "NNCF with its own floor (`openvino int8`)", f"int8+{ENGINE_INFERENCE_PRECISION}", fidelities(engine, shipped)),
         ("openvino", "FP32 model", ENGINE_INFERENCE_PRECISION, fidelities(engine, ov.Core().read_model(str(fp32)))),
     ]
