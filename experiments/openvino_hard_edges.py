@@ -1,6 +1,6 @@
 """How far each INT8 engine is from FP32 on hard edges, on T91 alone: OpenVINO's own floor.
 
-    python -m experiments.openvino_hard_edges [--threads 2]
+    python -m experiments.openvino_hard_edges [--threads 2] [--also-f32]
 
 The INT8 recipe's hard-edge floor is measured on ONNX Runtime running the Q/DQ file; the
 `openvino int8` engine is NNCF's model of the same float set, run with its float parts in the
@@ -13,7 +13,8 @@ held-out T91 crops cut to saturated colours (`calibration.data.hard_edge_crops`)
   and with f32 float parts;
 - NNCF's model as `openvino int8` builds it (OpenVINO's own floor, `calibration.nncf_hard_edges`);
 - the FP32 model compiled bf16: what the runtime's float arithmetic reaches on its own.
-and the floor the OpenVINO model records in its rt_info.
+and the floor the OpenVINO model records in its rt_info. `--also-f32` adds the model OpenVINO's
+own floor builds where the float parts run f32 (a CPU without bf16), built here by asking for f32.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def fidelities(evaluator: HardEdgeEvaluator, model) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--also-f32", action="store_true", help="also build and score the floor's model for f32 float parts")
     args = parser.parse_args()
     import openvino as ov
 
@@ -65,6 +67,10 @@ def main() -> None:
         ("openvino", "NNCF with its own floor (`openvino int8`)", f"int8+{ENGINE_INFERENCE_PRECISION}", fidelities(engine, shipped)),
         ("openvino", "FP32 model", ENGINE_INFERENCE_PRECISION, fidelities(engine, ov.Core().read_model(str(fp32)))),
     ]
+    models = {ENGINE_INFERENCE_PRECISION: shipped}
+    if args.also_f32:
+        models["f32"] = nncf_int8_model(source, inference_precision="f32")
+        rows.append(("openvino", "NNCF with its own floor, built for f32 float parts", "int8+f32", fidelities(checkers["f32"], models["f32"])))
     info = machine_info()
     print_table(
         f"fidelity to FP32 on {len(onnxruntime.crops)} held-out T91 crops cut to saturated colours; "
@@ -72,10 +78,11 @@ def main() -> None:
         ("runtime", "model", "arithmetic asked", "worst dB", "median dB"),
         [(r, m, a, f"{d.min():.2f}", f"{np.median(d):.2f}") for r, m, a, d in rows],
     )
-    record = {key: shipped.get_rt_info([RT_INFO_SECTION, key]).astype(str) for key in (
-        "hard_edge_floor_db", "hard_edge_float_arithmetic_db", "hard_edge_worst_db", "hard_edge_inference_precision", "hard_edge_groups",
-    ) if shipped.has_rt_info([RT_INFO_SECTION, key])}
-    print("openvino int8 records:", record or "no floor (unguarded model or none asked)")
+    for arithmetic, model in models.items():
+        record = {key: model.get_rt_info([RT_INFO_SECTION, key]).astype(str) for key in (
+            "hard_edge_floor_db", "hard_edge_float_arithmetic_db", "hard_edge_worst_db", "hard_edge_inference_precision", "hard_edge_groups",
+        ) if model.has_rt_info([RT_INFO_SECTION, key])}
+        print(f"openvino int8 built for {arithmetic} float parts records:", record or "no floor (unguarded model or none asked)")
 
 
 if __name__ == "__main__":

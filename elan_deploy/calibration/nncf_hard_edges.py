@@ -30,7 +30,7 @@ import onnx
 
 from elan_deploy.calibration.data import HeldoutSample, to_nchw
 from elan_deploy.calibration.layers import LayerGroup, layer_groups
-from elan_deploy.calibration.sensitivity import PROBE_CROPS, HardEdgeEvaluator
+from elan_deploy.calibration.sensitivity import PROBE_CROPS, HardEdgeEvaluator, bisect_fewest
 
 Progress = Callable[[str], None]
 Quantizer = Callable[[Sequence[str]], object]  # float node names -> NNCF ov.Model
@@ -131,14 +131,7 @@ def hold_hard_edges(
     while k < len(ranked) and with_float(k)[1] < floor:
         k = min(2 * k, len(ranked))
     if with_float(k)[1] >= floor:
-        low, high = k // 2, k
-        while high - low > 1:
-            middle = (low + high) // 2
-            if with_float(middle)[1] >= floor:
-                high = middle
-            else:
-                low = middle
-        k = high
+        k = bisect_fewest(lambda n: with_float(n)[1] >= floor, k // 2, k)
     else:
         k = max(tried, key=lambda n: (tried[n][1], -n))
     best, reached = with_float(k)

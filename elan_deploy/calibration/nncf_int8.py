@@ -160,14 +160,17 @@ def quantize_held(
     if config.hard_edge_floor_db is None or read_props(fp32_onnx).get("range_guard", "none") == "none":
         return model, ignored, psnrs, None
     samples = heldout_samples(calibration_images(calib_dir), scale, config.heldout_size)
+    made = {id(model): (ignored, psnrs)}  # each candidate's ignored scope and PSNRs, for the one kept
 
     def quantizer(nodes: Sequence[str]):
-        return quantize_ov(fp32_onnx, scale, nodes, config, calib_dir)[0]
+        candidate, candidate_ignored, candidate_psnrs = quantize_ov(fp32_onnx, scale, nodes, config, calib_dir)
+        made[id(candidate)] = (candidate_ignored, candidate_psnrs)
+        return candidate
 
     model, hold = hold_hard_edges(model, fp32_onnx, float_nodes, quantizer, samples, config.hard_edge_floor_db, inference_precision)
     for key, value in hold.rt_info().items():
         model.set_rt_info(value, [RT_INFO_SECTION, key])
-    return model, ignored, psnrs, hold
+    return (model, *made[id(model)], hold)
 
 
 def _run_nncf(nncf, ov, model, calibration, images, scale: int, config: NNCFConfig, kwargs: dict):

@@ -245,15 +245,9 @@ def _hold_hard_edges(
     # Fewest groups that hold the floor: fidelity rises with every group floated, nearly
     # monotonically, so bisect on k (a few checks instead of one per group); k is only ever
     # accepted on its own measurement.
-    low, high = 0, max_k
-    if floated(high)[1] >= floor:
-        while high - low > 1:
-            middle = (low + high) // 2
-            if floated(middle)[1] >= floor:
-                high = middle
-            else:
-                low = middle
-    k = high
+    k = max_k
+    if floated(k)[1] >= floor:
+        k = bisect_fewest(lambda n: floated(n)[1] >= floor, 0, k)
     model, worst = floated(k)
     result.hard_edge_groups = [group.name for group in ranked[:k]]
     float_groups = result.float_groups + result.hard_edge_groups
@@ -263,6 +257,18 @@ def _hold_hard_edges(
     result.model, result.float_groups, result.float_nodes, result.score = model, float_groups, float_nodes, score
     result.met = score.upper_db <= config.budget_db
     result.hard_edge_db = worst
+
+
+def bisect_fewest(holds: Callable[[int], bool], low: int, high: int) -> int:
+    """The smallest k in (low, high] for which `holds(k)`, where `holds(high)` is known true,
+    bisected: a few checks instead of one per k, each k decided on its own measurement."""
+    while high - low > 1:
+        middle = (low + high) // 2
+        if holds(middle):
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def _budget_search(

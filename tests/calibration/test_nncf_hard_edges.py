@@ -62,7 +62,9 @@ def test_floor_floats_groups_until_the_engine_holds_it(exported_onnx, quantized,
     checker = OpenVINOHardEdges(exported_onnx, samples, "f32")
     start = checker.worst_db(quantized)
     floor = start + 1.0  # above what the three INT8 groups give: the search has to float some
-    model, _, _, hold = quantize_held(exported_onnx, 4, _float_nodes(exported_onnx), _config(hard_edge_floor_db=floor), BUNDLED_SAMPLES, "f32")
+    model, ignored, _, hold = quantize_held(
+        exported_onnx, 4, _float_nodes(exported_onnx), _config(hard_edge_floor_db=floor), BUNDLED_SAMPLES, "f32",
+    )
     assert hold is not None and hold.inference_precision == "f32"
     assert hold.floor_db == pytest.approx(min(floor, hold.float_arithmetic_db))
     assert hold.groups and set(hold.groups) <= set(LEFT_IN_INT8)
@@ -70,6 +72,8 @@ def test_floor_floats_groups_until_the_engine_holds_it(exported_onnx, quantized,
     assert checker.worst_db(model) == pytest.approx(hold.worst_db, abs=1e-6)  # the record is the shipped model's
     floated = {n for g in layer_groups(onnx.load(str(exported_onnx))) if g.name in hold.groups for n in g.nodes}
     inputs = _fake_quantized_inputs(model)
+    kept_float = [n for n in inputs if n.removesuffix("/WithoutBiases") in floated]
+    assert kept_float and set(kept_float) <= set(ignored)  # the report names the kept model's ignored scope
     assert all(inputs[n] == 0 for n in floated | {f"{n}/WithoutBiases" for n in floated} if n in inputs)
     saved = ov.Core().read_model(str(write_ir(model, tmp_path / "held.xml")))
     for key, value in hold.rt_info().items():
