@@ -18,14 +18,16 @@ from elan_deploy.batch.outputs import OutputState, OutputTag, output_state, reco
 from elan_deploy.batch.plan import Job, Plan, refuse_other_outputs
 from elan_deploy.batch.results import BatchSummary, FileResult, run_guarded, skipped
 from elan_deploy.batch.work import UpscaleSettings
-from elan_deploy.runtimes import EngineInfo, EngineLoader
+from elan_deploy.runtimes import Engine, EngineInfo, EngineLoader
 
 if TYPE_CHECKING:  # PyAV is an extra: the video modules are imported only for a video
     from elan_deploy.batch.video import VideoOptions, VideoReport
 
 
 class BatchProgress(Protocol):
-    """Where a batch reports what it does: a task started (total None: unknown), then its progress."""
+    """Where a batch reports what it does: a task started (total None: unknown), then its progress.
+
+    A new `start` ends the step before it (a first engine build, then the work)."""
 
     def start(self, description: str, total: int | None) -> None: ...
 
@@ -99,11 +101,19 @@ def run_batch(
     return run
 
 
+def open_engine(loader: EngineLoader, progress: BatchProgress) -> Engine:
+    """The loader's engine; a first build is its own step, since INT8 calibrates on T91 for minutes."""
+    if not loader.is_built():
+        precision = str(getattr(loader.precision, "value", loader.precision))
+        progress.start(f"build {loader.runtime} {precision} engine (first use of these settings; cached after)", None)
+    return loader.open()
+
+
 def _run_images(
     todo: list[Job], loader: EngineLoader, settings: UpscaleSettings, digest: str, options: BatchOptions,
     progress: BatchProgress, on_engine: Callable[[EngineInfo], None], summary: BatchSummary,
 ) -> None:
-    engine = loader.open()
+    engine = open_engine(loader, progress)
     on_engine(engine.info)
     for folder in dict.fromkeys(job.output.parent for job in todo):  # subfolders mirror the input's (--recursive)
         folder.mkdir(parents=True, exist_ok=True)
@@ -136,7 +146,7 @@ def _run_video(
     from elan_deploy.fileio import file_sha256
 
     tag = OutputTag(file_sha256(job.source), digest)
-    engine = loader.open()
+    engine = open_engine(loader, progress)
     on_engine(engine.info)
     upscaler = settings.upscaler(engine)
     run.summary = BatchSummary()

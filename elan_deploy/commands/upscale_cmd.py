@@ -19,7 +19,7 @@ from elan_deploy.commands.common import (
     resolve_auto_engine,
     warn_if_precision_differs,
 )
-from elan_deploy.console import progress, stderr
+from elan_deploy.console import interactive, progress, quiet_library_progress, stderr
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.upscale import Upscaler
 
@@ -77,7 +77,9 @@ def run_upscale(args: argparse.Namespace) -> int:
     rules = loader.source.size_rules
     settings = UpscaleSettings(rules.scale, args.tile or None, args.overlap, args.batch, shapes if shapes.is_static else None, rules.multiple)
     options = BatchOptions(args.overwrite, args.ray, args.ray_address, args.actors, _video_options(args) if plan.video else None)
-    with contextlib.ExitStack() as stack:  # the live view opens when the work starts, after any engine build
+    with contextlib.ExitStack() as stack:  # the live view opens at the first step: an engine's first build, or the work
+        if not interactive():
+            stack.enter_context(quiet_library_progress())  # NNCF's bars name no step in a log; the build step does
         run = run_batch(
             plan, loader, settings, job_digest(args, plan, loader), options, _LiveProgress(stack), lambda info: _engine_opened(args, plan, info),
         )
@@ -104,7 +106,10 @@ class _LiveProgress:
         self.stack, self.bar, self.task = stack, None, None
 
     def start(self, description: str, total: int | None) -> None:
-        self.bar = self.stack.enter_context(progress())
+        if self.bar is None:
+            self.bar = self.stack.enter_context(progress())
+        elif self.task is not None:
+            self.bar.remove_task(self.task)  # the step before (an engine build) is over
         self.task = self.bar.add_task(description, total=total)
 
     def update(self, completed: int | None = None, total: int | None = None, description: str | None = None) -> None:

@@ -101,20 +101,33 @@ class EngineLoader:
     def with_threads(self, threads: int | None) -> EngineLoader:
         return replace(self, threads=threads)
 
+    def _cache_key(self, runtime: Runtime) -> CacheKey:
+        return CacheKey(
+            fingerprint=self.source.fingerprint(), precision=Precision.parse(self.precision).value, shapes=str(self.engine_shapes),
+            runtime=runtime.name, runtime_version=runtime.version(), options=self.options.cache_key(),
+        )
+
     def build(self) -> Path:
         """The engine folder in the cache, built unless an intact entry for this exact network exists."""
         runtime = self.backend()
         if not runtime.needs_build:
             raise ElanDeployError(f"runtime '{self.runtime}' runs the checkpoint directly; there is no engine to build")
         precision, shapes, options = Precision.parse(self.precision), self.engine_shapes, self.options
-        key = CacheKey(
-            fingerprint=self.source.fingerprint(), precision=precision.value, shapes=str(shapes), runtime=runtime.name,
-            runtime_version=runtime.version(), options=options.cache_key(),
-        )
+        key = self._cache_key(runtime)
         cache = self.cache
         return cache.lookup(key, self.source.onnx_sha256()) or cache.store(
             key, lambda folder: runtime.build(self.source, precision, shapes, folder, options), source_onnx=self.source.onnx_sha256
         )
+
+    def is_built(self) -> bool:
+        """Whether the cache holds an intact engine for these settings (True where there is nothing to build).
+
+        A first build can take minutes (INT8 calibrates on T91), so a command shows it as a step.
+        The source ONNX is not exported to answer (a checkpoint's first export calibrates its
+        ranges, also minutes); `open()` still checks the entry against it.
+        """
+        runtime = self.backend()
+        return not runtime.needs_build or self.cache.lookup(self._cache_key(runtime)) is not None
 
     def open(self) -> Engine:
         """An engine ready to call; builds it first unless the cache has it."""

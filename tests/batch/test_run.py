@@ -48,3 +48,22 @@ def test_a_folder_runs_once_and_a_rerun_finds_it_done(model_source, shared_data:
         assert read_image(tmp_path / "out" / f"p{i}.png").shape == (4 * h, 4 * w, 3)
     todo, summary = pending_jobs(plan_upscale(folder, tmp_path / "out"), digest, overwrite=False)
     assert todo == [] and len(summary.results) == 2  # both outputs are known as done: nothing is opened again
+
+
+def test_a_first_engine_build_is_its_own_step_and_a_cached_one_is_not(model_source, shared_data: Path, tmp_path: Path) -> None:
+    """INT8 calibrates on T91 for minutes the first time: the build shows as a step before the work."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(photo_crop(shared_data, 16, 16)).save(folder / "p.png")
+    loader = EngineLoader(model_source, "onnxruntime", "fp32", threads=1, cache_root=tmp_path / "cache")
+    rules = model_source.size_rules
+    settings = UpscaleSettings(rules.scale, None, 0, 1, None, rules.multiple)
+    digest = JobSettings(model_source.fingerprint(), rules.scale, "onnxruntime", "fp32", str(loader.engine_shapes), None, 0).digest()
+    assert not loader.is_built()
+    first = Recorder()
+    run_batch(plan_upscale(folder, tmp_path / "first"), loader, settings, digest, BatchOptions(), first)
+    assert [d for d, _ in first.started] == ["build onnxruntime fp32 engine (first use of these settings; cached after)", "upscale x4 (onnxruntime fp32)"]
+    assert loader.is_built()
+    again = Recorder()
+    run_batch(plan_upscale(folder, tmp_path / "again"), loader, settings, digest, BatchOptions(), again)
+    assert again.started == [("upscale x4 (onnxruntime fp32)", 1)]
