@@ -19,7 +19,7 @@ from elan_deploy.commands.common import (
     resolve_auto_engine,
     warn_if_precision_differs,
 )
-from elan_deploy.console import interactive, progress, quiet_library_progress, stderr
+from elan_deploy.console import progress, quiet_library_progress, stderr
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.upscale import Upscaler
 
@@ -78,8 +78,8 @@ def run_upscale(args: argparse.Namespace) -> int:
     settings = UpscaleSettings(rules.scale, args.tile or None, args.overlap, args.batch, shapes if shapes.is_static else None, rules.multiple)
     options = BatchOptions(args.overwrite, args.ray, args.ray_address, args.actors, _video_options(args) if plan.video else None)
     with contextlib.ExitStack() as stack:  # the live view opens at the first step: an engine's first build, or the work
-        if not interactive():
-            stack.enter_context(quiet_library_progress())  # NNCF's bars name no step in a log; the build step does
+        # NNCF's bars name no step and would draw beside the live view; the build step says what runs
+        stack.enter_context(quiet_library_progress())
         run = run_batch(
             plan, loader, settings, job_digest(args, plan, loader), options, _LiveProgress(stack), lambda info: _engine_opened(args, plan, info),
         )
