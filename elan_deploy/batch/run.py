@@ -18,7 +18,7 @@ from elan_deploy.batch.outputs import OutputState, OutputTag, output_state, reco
 from elan_deploy.batch.plan import Job, Plan, refuse_other_outputs
 from elan_deploy.batch.results import BatchSummary, FileResult, run_guarded, skipped
 from elan_deploy.batch.work import UpscaleSettings
-from elan_deploy.runtimes import Engine, EngineInfo, EngineLoader
+from elan_deploy.runtimes import Engine, EngineInfo, EngineLoader, Precision
 
 if TYPE_CHECKING:  # PyAV is an extra: the video modules are imported only for a video
     from elan_deploy.batch.video import VideoOptions, VideoReport
@@ -104,8 +104,7 @@ def run_batch(
 def open_engine(loader: EngineLoader, progress: BatchProgress) -> Engine:
     """The loader's engine; a first build is its own step, since INT8 calibrates on T91 for minutes."""
     if not loader.is_built():
-        precision = str(getattr(loader.precision, "value", loader.precision))
-        progress.start(f"build {loader.runtime} {precision} engine (first use of these settings; cached after)", None)
+        progress.start(f"build {loader.runtime} {Precision.parse(loader.precision).value} engine (first use of these settings; cached after)", None)
     return loader.open()
 
 
