@@ -165,7 +165,7 @@ def test_int8_recipe_hands_the_shared_qdq_onnx(model_source, tmp_path):
     from elan_deploy.calibration.int8 import QuantizeConfig, int8_onnx_for
 
     # test_int8's quick recipe on the bundled images: the same Q/DQ file when both run in one session
-    fast = QuantizeConfig(patches=6, patch_size=32, heldout_size=32, budget_db=4.0)
+    fast = QuantizeConfig(patches=6, patch_size=32, heldout_size=32, budget_db=4.0, hard_edge_floor_db=None)
     path = onnx_for(Recipe("int8", strongly_typed=True), model_source, tmp_path, int8_config=fast, int8_calib_dir=BUNDLED_SAMPLES)
     assert path == int8_onnx_for(model_source, fast, BUNDLED_SAMPLES)  # the file ONNX Runtime and OpenVINO get
     ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
