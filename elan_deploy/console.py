@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -64,6 +64,46 @@ def quiet_library_progress() -> Iterator[None]:
     finally:
         global_console.__dict__ = saved
         nncf_log.setLevel(level)
+
+
+class StepProgress(Protocol):
+    """Where slow work reports what it does: a step started (total None: unknown), then how far it got.
+
+    A new `start` ends the step before it (a checkpoint's range calibration, an engine's first
+    build, then the work). The library reports here and prints nothing itself."""
+
+    def start(self, description: str, total: int | None) -> None: ...
+
+    def update(self, completed: int | None = None, total: int | None = None, description: str | None = None) -> None: ...
+
+
+class NoProgress:
+    """A `StepProgress` that shows nothing."""
+
+    def start(self, description: str, total: int | None) -> None:
+        return None
+
+    def update(self, completed: int | None = None, total: int | None = None, description: str | None = None) -> None:
+        return None
+
+
+class LiveSteps:
+    """A `StepProgress` on the live progress view (plain lines in a log), opened at the first step
+    and closed with `stack`: where no step starts, nothing is drawn."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack, self.bar, self.task = stack, None, None
+
+    def start(self, description: str, total: int | None) -> None:
+        if self.bar is None:
+            self.bar = self.stack.enter_context(progress())
+        elif self.task is not None:
+            self.bar.remove_task(self.task)  # the step before is over
+        self.task = self.bar.add_task(description, total=total)
+
+    def update(self, completed: int | None = None, total: int | None = None, description: str | None = None) -> None:
+        changes = {k: v for k, v in (("completed", completed), ("total", total), ("description", description)) if v is not None}
+        self.bar.update(self.task, **changes)
 
 
 def _clock(seconds: float) -> str:
@@ -146,21 +186,24 @@ class PlainProgress:
             self._ticker = threading.Thread(target=self._tick, name="plain-progress", daemon=True)
             self._ticker.start()
 
-    def stop(self) -> None:
+    def stop(self, failed: bool = False) -> None:
+        """End every open task's line: "done" when it reached its total, or when a task with no
+        total (one long step) ends without an error; "stopped" otherwise."""
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
         with self._lock:
             for task_id, task in self._tasks.items():
                 if not task.finished:
-                    self._print(task_id, "done" if self._complete(task) else "stopped")
+                    done = self._complete(task) or (task.total is None and not failed)
+                    self._print(task_id, "done" if done else "stopped")
 
     def __enter__(self) -> PlainProgress:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.stop(failed=exc_type is not None)
 
     # printing ------------------------------------------------------------
     @staticmethod

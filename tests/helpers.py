@@ -35,6 +35,24 @@ needs_set5 = pytest.mark.skipif(
 )
 
 
+class StepRecorder:
+    """A `console.StepProgress` that keeps what it was told: the steps started, and how far they got."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, int | None]] = []
+        self.completed: list[int] = []
+        self.totals: list[int] = []
+
+    def start(self, description: str, total: int | None) -> None:
+        self.started.append((description, total))
+
+    def update(self, completed: int | None = None, total: int | None = None, description: str | None = None) -> None:
+        if completed is not None:
+            self.completed.append(completed)
+        if total is not None:
+            self.totals.append(total)
+
+
 # --- natural images ---------------------------------------------------------------------------
 
 def natural_crop(shared: Path, height: int, width: int, image: str = "Set5/HR/baby.png", top: int = 40, left: int = 60) -> np.ndarray:

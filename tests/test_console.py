@@ -36,3 +36,28 @@ def test_plain_progress_prints_each_step_and_a_throttled_heartbeat(capsys) -> No
         "[1:15] onnxruntime fp32: quality Set5  3/4 (75 %)",
         "[1:15] onnxruntime fp32: quality Set5  4/4 (100 %)  done",
     ]
+
+
+def test_a_step_without_a_total_ends_done_unless_an_error_ends_it(capsys) -> None:
+    """An engine build has no count: its line ends "done" when it returns, "stopped" when it raises."""
+    clock = _Clock()
+    ok = PlainProgress(clock=clock)
+    ok.add_task("build onnxruntime int8 engine", total=None)
+    clock.now = 65
+    ok.__exit__(None, None, None)
+    failed = PlainProgress(clock=clock)
+    failed.add_task("build openvino int8 engine", total=None)
+    failed.__exit__(RuntimeError, RuntimeError("no"), None)
+    counted = PlainProgress(clock=clock)
+    task = counted.add_task("upscale", total=4)
+    counted.advance(task)
+    counted.__exit__(None, None, None)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "[0:00] build onnxruntime int8 engine",
+        "[1:05] build onnxruntime int8 engine  done",
+        "[0:00] build openvino int8 engine",
+        "[0:00] build openvino int8 engine  stopped",
+        "[0:00] upscale  0/4 (0 %)",
+        "[0:00] upscale  1/4 (25 %)  stopped",
+    ]

@@ -3,7 +3,7 @@
 Every existing output is classified before any engine is built or anything is written
 (`pending_jobs`), so a refused run changes nothing and a rerun resumes. The engine is opened
 once, from an `EngineLoader`; Ray actors receive the loader and open theirs from the cache the
-driver has just filled. Progress goes to a `BatchProgress` the caller supplies (the command's
+driver has just filled. Progress goes to a `StepProgress` the caller supplies (the command's
 live view, or nothing), so the library prints nothing itself.
 """
 
@@ -12,34 +12,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from elan_deploy.batch.outputs import OutputState, OutputTag, output_state, record_output
 from elan_deploy.batch.plan import Job, Plan, refuse_other_outputs
 from elan_deploy.batch.results import BatchSummary, FileResult, run_guarded, skipped
 from elan_deploy.batch.work import UpscaleSettings
-from elan_deploy.runtimes import Engine, EngineInfo, EngineLoader, Precision
+from elan_deploy.console import NoProgress, StepProgress
+from elan_deploy.runtimes import Engine, EngineInfo, EngineLoader
 
 if TYPE_CHECKING:  # PyAV is an extra: the video modules are imported only for a video
     from elan_deploy.batch.video import VideoOptions, VideoReport
-
-
-class BatchProgress(Protocol):
-    """Where a batch reports what it does: a task started (total None: unknown), then its progress.
-
-    A new `start` ends the step before it (a first engine build, then the work)."""
-
-    def start(self, description: str, total: int | None) -> None: ...
-
-    def update(self, completed: int | None = None, total: int | None = None, description: str | None = None) -> None: ...
-
-
-class NoProgress:
-    def start(self, description: str, total: int | None) -> None:
-        return None
-
-    def update(self, completed: int | None = None, total: int | None = None, description: str | None = None) -> None:
-        return None
 
 
 @dataclass(frozen=True)
@@ -84,7 +67,7 @@ def pending_jobs(plan: Plan, digest: str, overwrite: bool) -> tuple[list[Job], B
 
 def run_batch(
     plan: Plan, loader: EngineLoader, settings: UpscaleSettings, digest: str, options: BatchOptions,
-    progress: BatchProgress | None = None, on_engine: Callable[[EngineInfo], None] | None = None,
+    progress: StepProgress | None = None, on_engine: Callable[[EngineInfo], None] | None = None,
 ) -> BatchRun:
     """Upscale what `plan` holds that is not done yet; `on_engine` hears which engine runs before any work."""
     progress = progress or NoProgress()
@@ -101,16 +84,15 @@ def run_batch(
     return run
 
 
-def open_engine(loader: EngineLoader, progress: BatchProgress) -> Engine:
-    """The loader's engine; a first build is its own step, since INT8 calibrates on T91 for minutes."""
-    if not loader.is_built():
-        progress.start(f"build {loader.runtime} {Precision.parse(loader.precision).value} engine (first use of these settings; cached after)", None)
+def open_engine(loader: EngineLoader, progress: StepProgress) -> Engine:
+    """The loader's engine; a first use's range calibration and build are steps of their own (minutes: INT8 calibrates on T91)."""
+    loader.start_first_use(progress)
     return loader.open()
 
 
 def _run_images(
     todo: list[Job], loader: EngineLoader, settings: UpscaleSettings, digest: str, options: BatchOptions,
-    progress: BatchProgress, on_engine: Callable[[EngineInfo], None], summary: BatchSummary,
+    progress: StepProgress, on_engine: Callable[[EngineInfo], None], summary: BatchSummary,
 ) -> None:
     engine = open_engine(loader, progress)
     on_engine(engine.info)
@@ -138,7 +120,7 @@ def _run_images(
 
 def _run_video(
     job: Job, loader: EngineLoader, settings: UpscaleSettings, digest: str, options: BatchOptions,
-    progress: BatchProgress, on_engine: Callable[[EngineInfo], None], run: BatchRun,
+    progress: StepProgress, on_engine: Callable[[EngineInfo], None], run: BatchRun,
 ) -> None:
     """Open the engine and run the video; its output is recorded as this input's with these settings."""
     from elan_deploy.batch.video import upscale_video

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from elan_deploy.calibration.data import CalibrationImages, _lr, _read_checked, calibration_cache_dir, calibration_images, to_nchw
+from elan_deploy.console import StepProgress
 from elan_deploy.errors import DatasetError
 from elan_deploy.fileio import write_json_atomic
 from elan_deploy.model.checkpoint import LoadedCheckpoint
@@ -91,9 +92,15 @@ def shipped_guard(loaded: LoadedCheckpoint) -> RangeGuard | None:
     return guard
 
 
+MEASURE_STEP = "measure the range guard on T91 (first use of this checkpoint; cached after)"
+
+
 def calibrated_guard(loaded: LoadedCheckpoint, calib_dir: Path | str | None = None, cache_dir: Path | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> RangeGuard:
-    """The range guard of `loaded` measured on the calibration folder (T91): shipped, cached or measured now."""
+                     progress: StepProgress | None = None) -> RangeGuard:
+    """The range guard of `loaded` measured on the calibration folder (T91): shipped, cached or measured now.
+
+    Measuring takes minutes on a small CPU; it shows on `progress` as its own step, image by
+    image, and only when it runs."""
     from filelock import FileLock
 
     if calib_dir is None and (shipped := shipped_guard(loaded)) is not None:
@@ -109,7 +116,10 @@ def calibrated_guard(loaded: LoadedCheckpoint, calib_dir: Path | str | None = No
         cached = _read(path, loaded)
         if cached is not None:
             return cached
-        guard = _measure_folder(loaded, split, progress)
+        if progress is not None:
+            progress.start(MEASURE_STEP, None)
+        on_image = None if progress is None else (lambda done, total: progress.update(completed=done, total=total))
+        guard = _measure_folder(loaded, split, on_image)
         write_json_atomic(path, guard.to_json())
     return guard
 

@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from elan_deploy.commands.common import add_engine_args, add_model_args, loader_from_args, precision_differs
+from elan_deploy.commands.common import add_engine_args, add_model_args, loader_from_args, precision_differs, with_first_use_steps
 from elan_deploy.console import print_table, stderr
 from elan_deploy.errors import ElanDeployError
 
@@ -39,7 +39,7 @@ def run_build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     loader = loader_from_args(args)
     shapes = loader.engine_shapes
-    folder = loader.build()
+    folder = with_first_use_steps(loader, loader.build)
     note = None
     try:
         info = loader.load(folder).info

@@ -1,11 +1,16 @@
-"""Flags shared by several subcommands."""
+"""Flags and steps shared by several subcommands."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from elan_deploy.errors import ElanDeployError
+
+T = TypeVar("T")
 
 
 def cache_root_from_args(args: argparse.Namespace) -> Path:
@@ -129,6 +134,18 @@ def loader_from_args(args: argparse.Namespace):
     source = source_from_args(args)
     shapes = ShapeRange.parse(args.shapes) if args.shapes else None
     return EngineLoader(source, args.runtime, args.precision, shapes, args.threads, source.work_dir.parent)
+
+
+def with_first_use_steps(loader, make: Callable[[], T]) -> T:
+    """`make()` (the loader's `open` or `build`) with a first use's range calibration and engine
+    build shown as live steps (plain lines with a heartbeat in a log); the view is gone before
+    the command prints its own output, and nothing is drawn when everything is cached."""
+    from elan_deploy.console import LiveSteps, quiet_library_progress
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(quiet_library_progress())  # NNCF's bars name no step; the build step says what runs
+        loader.start_first_use(LiveSteps(stack))
+        return make()
 
 
 def load_onnx_file(path: Path, *, weights: bool = False):

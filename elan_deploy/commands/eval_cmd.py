@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from elan_deploy.commands.common import add_engine_args, add_model_args, loader_from_args, warn_if_precision_differs
+from elan_deploy.commands.common import add_engine_args, add_model_args, loader_from_args, warn_if_precision_differs, with_first_use_steps
 from elan_deploy.console import print_table, progress
 from elan_deploy.datasets import load_dataset
 from elan_deploy.evaluate import evaluate
@@ -25,7 +25,7 @@ def run_eval(args: argparse.Namespace) -> int:
         check_output_file(args.json, "--json", args.overwrite)
     datasets = [load_dataset(name, args.scale, args.data_root) for name in (args.dataset or ["Set5"])]
     loader = loader_from_args(args)
-    source, engine, shapes = loader.source, loader.open(), loader.engine_shapes
+    source, engine, shapes = loader.source, with_first_use_steps(loader, loader.open), loader.engine_shapes
     warn_if_precision_differs(engine.info, args.precision)
     upscaler = Upscaler(engine, source.scale, tile=None, shapes=shapes if shapes.is_static else None, multiple=source.size_rules.multiple)
     info = engine.info

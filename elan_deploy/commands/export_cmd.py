@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import asdict
 from pathlib import Path
 
 from elan_deploy.commands.common import add_model_args
-from elan_deploy.console import print_table, stderr
+from elan_deploy.console import LiveSteps, print_table
 from elan_deploy.errors import ElanDeployError
 
 
@@ -41,8 +42,10 @@ def run_export(args: argparse.Namespace) -> int:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ElanDeployError(f"cannot create output folder '{output.parent}': {exc.strerror or exc}") from None
-    with stderr.status(f"exporting {loaded.config.model_id} ({config.shift}, {config.attention}, opset {config.opset})"):
-        guard = None if args.no_guard else calibrated_guard(loaded)
+    with contextlib.ExitStack() as stack:  # live steps: a new checkpoint's range calibration, then the export
+        steps = LiveSteps(stack)
+        guard = None if args.no_guard else calibrated_guard(loaded, progress=steps)
+        steps.start(f"export {loaded.config.model_id} ({config.shift}, {config.attention}, opset {config.opset})", None)
         report = export_onnx(loaded, output, config, guard=guard)
     error = "not run" if report.max_abs_error is None else f"{report.max_abs_error:.2e}"
     print_table(

@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import math
 
-from elan_deploy.commands.common import add_engine_args, add_model_args, add_tiling_args, loader_from_args, positive_int, resolve_auto_engine, warn_if_precision_differs
+from elan_deploy.commands.common import (
+    add_engine_args, add_model_args, add_tiling_args, loader_from_args, positive_int, resolve_auto_engine, warn_if_precision_differs, with_first_use_steps,
+)
 from elan_deploy.console import stderr
 from elan_deploy.serve.prepost import DEFAULT_MAX_PIXELS
 from elan_deploy.serve.server import DEFAULT_DRAIN_TIMEOUT_S
@@ -44,7 +46,7 @@ def run_serve(args: argparse.Namespace) -> int:
     Upscaler(None, args.scale, tile=args.tile or None, overlap=args.overlap)  # checks --tile/--overlap
     resolve_auto_engine(args)
     loader = loader_from_args(args)
-    source, engine, shapes = loader.source, loader.open(), loader.engine_shapes
+    source, engine, shapes = loader.source, with_first_use_steps(loader, loader.open), loader.engine_shapes
     warn_if_precision_differs(engine.info, args.precision)
     declared = {
         "model": source.model_id, "scale": str(source.scale), "runtime": engine.info.runtime,

@@ -19,7 +19,7 @@ from elan_deploy.commands.common import (
     resolve_auto_engine,
     warn_if_precision_differs,
 )
-from elan_deploy.console import progress, quiet_library_progress, stderr
+from elan_deploy.console import LiveSteps, quiet_library_progress, stderr
 from elan_deploy.errors import ElanDeployError
 from elan_deploy.upscale import Upscaler
 
@@ -80,8 +80,10 @@ def run_upscale(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:  # the live view opens at the first step: an engine's first build, or the work
         # NNCF's bars name no step and would draw beside the live view; the build step says what runs
         stack.enter_context(quiet_library_progress())
+        steps = LiveSteps(stack)
+        loader.source.range_guard(steps)  # the outputs record the fingerprint: a checkpoint's first ranges are measured first
         run = run_batch(
-            plan, loader, settings, job_digest(args, plan, loader), options, _LiveProgress(stack), lambda info: _engine_opened(args, plan, info),
+            plan, loader, settings, job_digest(args, plan, loader), options, steps, lambda info: _engine_opened(args, plan, info),
         )
     for report in run.video_reports:
         stderr.print(f"{report.frames} frames in {report.seconds:.1f} s ({report.frames / report.seconds:.2f} frames/s), "
@@ -97,24 +99,6 @@ def _engine_opened(args: argparse.Namespace, plan: Plan, info) -> None:
 
         if note := choose_codec(args.codec)[1]:
             stderr.print(f"note: {note}", markup=False)
-
-
-class _LiveProgress:
-    """The live progress view for `run_batch` (plain lines when stderr is a log), open until `stack` closes."""
-
-    def __init__(self, stack: contextlib.ExitStack) -> None:
-        self.stack, self.bar, self.task = stack, None, None
-
-    def start(self, description: str, total: int | None) -> None:
-        if self.bar is None:
-            self.bar = self.stack.enter_context(progress())
-        elif self.task is not None:
-            self.bar.remove_task(self.task)  # the step before (an engine build) is over
-        self.task = self.bar.add_task(description, total=total)
-
-    def update(self, completed: int | None = None, total: int | None = None, description: str | None = None) -> None:
-        changes = {k: v for k, v in (("completed", completed), ("total", total), ("description", description)) if v is not None}
-        self.bar.update(self.task, **changes)
 
 
 def job_digest(args: argparse.Namespace, plan: Plan, loader) -> str:

@@ -13,6 +13,7 @@ import importlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from elan_deploy.console import StepProgress
 from elan_deploy.errors import ElanDeployError, RuntimeUnavailable
 from elan_deploy.runtimes.base import BuildOptions, Engine, Precision, Runtime, ShapeRange
 from elan_deploy.runtimes.cache import CacheKey, EngineCache
@@ -128,6 +129,17 @@ class EngineLoader:
         """
         runtime = self.backend()
         return not runtime.needs_build or self.cache.lookup(self._cache_key(runtime)) is not None
+
+    def start_first_use(self, progress: StepProgress) -> None:
+        """Show a first use's slow work on `progress`, each part as its own step.
+
+        A checkpoint's range calibration runs now (its step counts the T91 images). An engine
+        not in the cache starts the build step, which the next `build()` or `open()` runs. With
+        everything cached nothing is shown.
+        """
+        self.source.range_guard(progress)
+        if not self.is_built():
+            progress.start(f"build {self.runtime} {Precision.parse(self.precision).value} engine (first use of these settings; cached after)", None)
 
     def open(self) -> Engine:
         """An engine ready to call; builds it first unless the cache has it."""

@@ -21,6 +21,7 @@ from elan_deploy.fileio import file_sha256
 from elan_deploy.geometry import SizeRules
 
 if TYPE_CHECKING:  # the checkpoint module imports torch; engines loaded from files never need it
+    from elan_deploy.console import StepProgress
     from elan_deploy.model.checkpoint import LoadedCheckpoint
     from elan_deploy.model.range_guard import RangeGuard
 from elan_deploy.scratch import cache_root
@@ -100,9 +101,10 @@ class ModelSource:
         loaded = torch.load(io.BytesIO(state["loaded"]), weights_only=False)  # written by __getstate__ above
         self.__dict__.update({**state, "loaded": loaded})
 
-    def range_guard(self) -> RangeGuard | None:
-        """The clamps this network carries: measured on T91 for a checkpoint (cached), read from a
-        given ONNX file's metadata, or None for the unguarded paper model."""
+    def range_guard(self, progress: StepProgress | None = None) -> RangeGuard | None:
+        """The clamps this network carries: measured on T91 for a checkpoint (cached; a first
+        measurement shows on `progress` as its own step), read from a given ONNX file's metadata,
+        or None for the unguarded paper model."""
         if not self._guard_resolved:
             if self.onnx is not None:
                 from elan_deploy.export.metadata import guard_from_metadata, read_props
@@ -111,7 +113,7 @@ class ModelSource:
             elif self.guard:
                 from elan_deploy.calibration.ranges import calibrated_guard
 
-                self._range_guard = calibrated_guard(self.loaded)
+                self._range_guard = calibrated_guard(self.loaded, progress=progress)
             self._guard_resolved = True
         return self._range_guard
 

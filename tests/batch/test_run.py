@@ -12,22 +12,7 @@ from elan_deploy.batch.run import BatchOptions, pending_jobs, run_batch
 from elan_deploy.batch.work import UpscaleSettings
 from elan_deploy.imaging import read_image
 from elan_deploy.runtimes import EngineLoader
-from tests.helpers import photo_crop
-
-
-class Recorder:
-    """A BatchProgress that keeps what it was told."""
-
-    def __init__(self) -> None:
-        self.started: list[tuple[str, int | None]] = []
-        self.completed: list[int] = []
-
-    def start(self, description: str, total: int | None) -> None:
-        self.started.append((description, total))
-
-    def update(self, completed: int | None = None, total: int | None = None, description: str | None = None) -> None:
-        if completed is not None:
-            self.completed.append(completed)
+from tests.helpers import StepRecorder, photo_crop
 
 
 def test_a_folder_runs_once_and_a_rerun_finds_it_done(model_source, shared_data: Path, tmp_path: Path) -> None:
@@ -40,7 +25,7 @@ def test_a_folder_runs_once_and_a_rerun_finds_it_done(model_source, shared_data:
     settings = UpscaleSettings(rules.scale, None, 0, 1, None, rules.multiple)
     digest = JobSettings(model_source.fingerprint(), rules.scale, "torch", "fp32", str(loader.engine_shapes), None, 0).digest()
     plan = plan_upscale(folder, tmp_path / "out")
-    heard, progress = [], Recorder()
+    heard, progress = [], StepRecorder()
     run = run_batch(plan, loader, settings, digest, BatchOptions(), progress, on_engine=lambda info: heard.append(info.runtime))
     assert heard == ["torch"] and progress.started == [("upscale x4 (torch fp32)", 2)] and progress.completed == [1, 2]
     assert run.what == "image" and run.where == str(tmp_path / "out")
@@ -60,10 +45,10 @@ def test_a_first_engine_build_is_its_own_step_and_a_cached_one_is_not(model_sour
     settings = UpscaleSettings(rules.scale, None, 0, 1, None, rules.multiple)
     digest = JobSettings(model_source.fingerprint(), rules.scale, "onnxruntime", "fp32", str(loader.engine_shapes), None, 0).digest()
     assert not loader.is_built()
-    first = Recorder()
+    first = StepRecorder()
     run_batch(plan_upscale(folder, tmp_path / "first"), loader, settings, digest, BatchOptions(), first)
     assert [d for d, _ in first.started] == ["build onnxruntime fp32 engine (first use of these settings; cached after)", "upscale x4 (onnxruntime fp32)"]
     assert loader.is_built()
-    again = Recorder()
+    again = StepRecorder()
     run_batch(plan_upscale(folder, tmp_path / "again"), loader, settings, digest, BatchOptions(), again)
     assert again.started == [("upscale x4 (onnxruntime fp32)", 1)]

@@ -1,4 +1,4 @@
-"""`elan-deploy build`: bad engine choices are one line, and --no-cache leaves no engine behind."""
+"""`elan-deploy build`: bad engine choices are one line, --no-cache leaves no engine behind, a first build is a step."""
 
 from __future__ import annotations
 
@@ -34,4 +34,5 @@ def test_no_cache_leaves_no_engine_behind(tmp_path: Path, exported_onnx: Path) -
     done = subprocess.run(command, env={**os.environ, "TMPDIR": str(tmp_path)}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "removed on exit" in done.stdout
+    assert "build onnxruntime fp32 engine (first use of these settings; cached after)" in done.stderr  # a log gets the step
     assert not list(tmp_path.glob("elan-deploy-*"))

@@ -19,7 +19,7 @@ from PIL import Image
 
 from elan_deploy.fileio import TMP_MARK
 from elan_deploy.runtimes.cache import entry_is_intact
-from tests.helpers import natural_crop
+from tests.helpers import message_lines, natural_crop
 
 SMALL = "1x3x32x32"
 TIMEOUT = 300
@@ -187,9 +187,10 @@ def test_disk_full_is_a_one_line_error_and_leaves_nothing_half_written(runtime, 
     (small_disk / "filler").write_bytes(b"\0" * 1_500_000)
     args = ["build", "--runtime", runtime, "--onnx", str(exported_onnx), "--shapes", SMALL, "--output", str(small_disk / "engine")]
     result = run(args, small_disk / "cache")
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = message_lines(result.stderr)  # the build step's progress lines aside
     assert result.returncode == 1, result.stderr
     assert len(errors) == 1 and "no space left" in errors[0], result.stderr
+    assert any(line.endswith("engine (first use of these settings; cached after)  stopped") for line in result.stderr.splitlines()), result.stderr
     assert temporaries(small_disk) == [] and not (small_disk / "engine").exists()
     assert all(entry_is_intact(e) for e in engine_entries(small_disk / "cache", runtime))
 

@@ -50,3 +50,41 @@ def test_a_runtime_without_an_engine_file_has_nothing_to_build(model_source) -> 
     with pytest.raises(ElanDeployError, match="no engine to build"):
         loader.build()
     assert loader.open().info.runtime == "torch"
+
+
+def test_a_new_checkpoints_first_use_shows_its_range_calibration_and_build_as_steps(bundled, tmp_path, monkeypatch) -> None:
+    """`--model PATH`: the guard's ranges are measured on T91 (minutes on a small CPU), then the
+    engine is built; each shows as a step, the ranges image by image, and a second use shows none."""
+    import shutil
+
+    import torch
+
+    from elan_deploy.calibration.data import BUNDLED_SAMPLES
+    from elan_deploy.calibration.ranges import MEASURE_STEP
+    from elan_deploy.datasets import DATA_ROOT_ENV
+    from elan_deploy.model import load_model
+    from elan_deploy.runtimes import ModelSource
+    from tests.helpers import StepRecorder
+
+    t91 = tmp_path / "data" / "T91"
+    t91.mkdir(parents=True)
+    for image in sorted(BUNDLED_SAMPLES.glob("*.png"))[:3]:
+        shutil.copy(image, t91 / image.name)
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "data"))
+    state = {k: v.clone() for k, v in bundled.model.state_dict().items()}
+    state["tail.0.bias"] += 0.5  # another checkpoint: no shipped ranges
+    checkpoint = tmp_path / "other.pth"
+    torch.save(state, checkpoint)
+
+    def loader() -> EngineLoader:
+        source = ModelSource(load_model(str(checkpoint)), work_dir=tmp_path / "onnx")
+        return EngineLoader(source, "onnxruntime", "fp32", ShapeRange.static((1, 3, 16, 16)), threads=1, cache_root=tmp_path)
+
+    first, steps = loader(), StepRecorder()
+    first.start_first_use(steps)
+    assert steps.started == [(MEASURE_STEP, None), ("build onnxruntime fp32 engine (first use of these settings; cached after)", None)]
+    assert steps.completed == [1, 2, 3] and steps.totals[-1] == 3
+    first.open()
+    again = StepRecorder()
+    loader().start_first_use(again)
+    assert again.started == []
