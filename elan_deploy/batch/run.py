@@ -86,8 +86,7 @@ def run_batch(
 
 def open_engine(loader: EngineLoader, progress: StepProgress) -> Engine:
     """The loader's engine; a first use's range calibration and build are steps of their own (minutes: INT8 calibrates on T91)."""
-    loader.start_first_use(progress)
-    return loader.open()
+    return loader.open(loader.start_first_use(progress))
 
 
 def _run_images(

@@ -246,7 +246,7 @@ def _int8_path(fp32: Path, key: str) -> Path:
     return folder / f"{stem}.int8-{key[:16]}.qdq.onnx"
 
 
-def int8_onnx_for(source, config: QuantizeConfig | None = None, calib_dir: Path | None = None) -> Path:
+def int8_onnx_for(source, config: QuantizeConfig | None = None, calib_dir: Path | None = None, progress: Progress | None = None) -> Path:
     """The default INT8 Q/DQ file for a `ModelSource`, cached next to its FP32 export.
 
     The cache key is the source fingerprint, the recipe settings, the calibration images and
@@ -264,5 +264,5 @@ def int8_onnx_for(source, config: QuantizeConfig | None = None, calib_dir: Path 
     ).hexdigest()
     path = _int8_path(fp32, key)
     if not path.is_file():
-        write_int8(fp32, path, config, scale=source.scale, calib_dir=calib_dir)
+        write_int8(fp32, path, config, scale=source.scale, calib_dir=calib_dir, progress=progress)
     return path

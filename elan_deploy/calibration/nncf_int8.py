@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from elan_deploy.calibration.data import PatchSpec, calibration_cache_dir, heldout_samples, load_patches, to_nchw
-from elan_deploy.calibration.nncf_hard_edges import OpenVINOHardEdgeHold, hold_hard_edges
+from elan_deploy.calibration.nncf_hard_edges import OpenVINOHardEdgeHold, Progress, hold_hard_edges
 from elan_deploy.calibration.recipes import QuantizeConfig
 from elan_deploy.errors import RuntimeUnavailable
 from elan_deploy.imaging import to_uint8
@@ -102,12 +102,12 @@ def ignored_scope(model, float_nodes: Sequence[str], ignore_types: Sequence[str]
     return nncf.IgnoredScope(names=sorted(wanted), types=[t for t in ignore_types if t in present_types], validate=False)
 
 
-def float_nodes_of(source) -> list[str]:
+def float_nodes_of(source, progress: Progress | None = None) -> list[str]:
     """The ONNX nodes the Q/DQ recipe keeps float for `source` (read from its INT8 ONNX metadata)."""
     from elan_deploy.calibration.int8 import int8_onnx_for
     from elan_deploy.export.metadata import read_props
 
-    text = read_props(int8_onnx_for(source)).get("int8_float_nodes", "")
+    text = read_props(int8_onnx_for(source, progress=progress)).get("int8_float_nodes", "")
     return [n for n in text.split(",") if n]
 
 
@@ -145,7 +145,7 @@ def quantize_ov(fp32_onnx: Path, scale: int, float_nodes: Sequence[str], config:
 
 def quantize_held(
     fp32_onnx: Path, scale: int, float_nodes: Sequence[str], config: NNCFConfig = NNCFConfig(), calib_dir: Path | None = None,
-    inference_precision: str = ENGINE_INFERENCE_PRECISION,
+    inference_precision: str = ENGINE_INFERENCE_PRECISION, progress: Progress | None = None,
 ):
     """`quantize_ov`, then the hard-edge floor held as the engine runs the model:
     (ov.Model, ignored node names, held-out PSNRs or None, the floor's record or None).
@@ -156,6 +156,8 @@ def quantize_held(
     from elan_deploy.calibration.data import calibration_images
     from elan_deploy.export.metadata import read_props
 
+    if progress:
+        progress("NNCF quantization")
     model, ignored, psnrs = quantize_ov(fp32_onnx, scale, float_nodes, config, calib_dir)
     if config.hard_edge_floor_db is None or read_props(fp32_onnx).get("range_guard", "none") == "none":
         return model, ignored, psnrs, None
@@ -167,7 +169,7 @@ def quantize_held(
         made[id(candidate)] = (candidate_ignored, candidate_psnrs)
         return candidate
 
-    model, hold = hold_hard_edges(model, fp32_onnx, float_nodes, quantizer, samples, config.hard_edge_floor_db, inference_precision)
+    model, hold = hold_hard_edges(model, fp32_onnx, float_nodes, quantizer, samples, config.hard_edge_floor_db, inference_precision, progress)
     for key, value in hold.rt_info().items():
         model.set_rt_info(value, [RT_INFO_SECTION, key])
     return (model, *made[id(model)], hold)
@@ -198,6 +200,7 @@ def _run_nncf(nncf, ov, model, calibration, images, scale: int, config: NNCFConf
 
 def nncf_int8_model(
     source, config: NNCFConfig = NNCFConfig(), calib_dir: Path | None = None, inference_precision: str = ENGINE_INFERENCE_PRECISION,
+    progress: Progress | None = None,
 ):
     """The NNCF-quantized `ov.Model` of `source` (dynamic shapes; reshape it before saving).
 
@@ -214,7 +217,7 @@ def nncf_int8_model(
     from elan_deploy.calibration.data import calibration_images
 
     nncf, ov = _imports()
-    float_nodes = list(config.float_nodes) if config.float_nodes is not None else float_nodes_of(source)
+    float_nodes = list(config.float_nodes) if config.float_nodes is not None else float_nodes_of(source, progress)
     fp32 = Path(source.onnx_path())
     key = hashlib.sha256("|".join([
         source.fingerprint(), repr(config), ",".join(float_nodes), calibration_images(calib_dir).digest(),
@@ -225,7 +228,7 @@ def nncf_int8_model(
     xml = folder / f"{fp32.name.removesuffix('.onnx').removesuffix('.fp32')}.nncf-int8-{key}.xml"
     with FileLock(str(folder / f".{xml.name}.lock")):
         if not (xml.is_file() and xml.with_suffix(".bin").is_file()):
-            model = quantize_held(fp32, source.scale, float_nodes, config, calib_dir, inference_precision)[0]
+            model = quantize_held(fp32, source.scale, float_nodes, config, calib_dir, inference_precision, progress)[0]
             write_ir(model, xml)
     return ov.Core().read_model(str(xml))
 

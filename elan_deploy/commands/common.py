@@ -136,16 +136,16 @@ def loader_from_args(args: argparse.Namespace):
     return EngineLoader(source, args.runtime, args.precision, shapes, args.threads, source.work_dir.parent)
 
 
-def with_first_use_steps(loader, make: Callable[[], T]) -> T:
-    """`make()` (the loader's `open` or `build`) with a first use's range calibration and engine
-    build shown as live steps (plain lines with a heartbeat in a log); the view is gone before
-    the command prints its own output, and nothing is drawn when everything is cached."""
+def with_first_use_steps(loader, make: Callable[[Callable[[str], None] | None], T]) -> T:
+    """`make(on_phase)` (the loader's `open` or `build`) with a first use's range calibration and
+    engine build shown as live steps, the build naming its phase (plain lines with a heartbeat in
+    a log); the view is gone before the command prints its own output, and nothing is drawn when
+    everything is cached."""
     from elan_deploy.console import LiveSteps, quiet_library_progress
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(quiet_library_progress())  # NNCF's bars name no step; the build step says what runs
-        loader.start_first_use(LiveSteps(stack))
-        return make()
+        return make(loader.start_first_use(LiveSteps(stack)))
 
 
 def load_onnx_file(path: Path, *, weights: bool = False):

@@ -8,7 +8,8 @@ Padding, tiling and colour handling live once, in `elan_deploy.upscale.Upscaler`
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -120,17 +121,20 @@ class BuildOptions:
 
     `threads` is applied when an engine is loaded; no runtime writes it into the engine file,
     so it stays out of the cache key and one cached engine (an INT8 one costs minutes of
-    calibration) serves every thread count.
+    calibration) serves every thread count. `on_phase` hears what a long build is doing (INT8's
+    calibration and searches: "probe 3/24 ...") for the command's build step; it changes nothing
+    built.
     """
 
     threads: int | None = None
+    on_phase: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
     def cache_key(self) -> str:
         """The settings that change the engine file: none of today's."""
-        return repr({k: v for k, v in asdict(self).items() if k not in LOAD_ONLY_OPTIONS})
+        return repr({f.name: getattr(self, f.name) for f in fields(self) if f.name not in LOAD_ONLY_OPTIONS})
 
 
-LOAD_ONLY_OPTIONS = frozenset({"threads"})
+LOAD_ONLY_OPTIONS = frozenset({"threads", "on_phase"})
 
 
 @runtime_checkable

@@ -10,6 +10,8 @@ driver built with and finds the driver's engine in the shared cache instead of b
 from __future__ import annotations
 
 import importlib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,6 +33,26 @@ _RUNTIMES = {
 }
 RUNTIME_NAMES = tuple(_RUNTIMES)
 RUNTIMES_FROM_ONNX = ("onnxruntime", "openvino", "tensorrt")  # built from the exported ONNX file (the others convert the torch module)
+
+
+class _PhaseSteps:
+    """A build's phase reports ("calibrate (entropy)", "probe 3/62 body.0.attn_qk") as steps under
+    the build step: a new phase starts a step, a counted phase ("NAME i/n ...") moves its count,
+    so a log gets a line per phase and a heartbeat with the count, not a line per probe."""
+
+    _COUNTED = re.compile(r"^(?P<name>.+?) (?P<done>\d+)/(?P<total>\d+)(?: .*)?$")
+
+    def __init__(self, step: str, progress: StepProgress) -> None:
+        self.step, self.progress, self.name = step, progress, None
+
+    def __call__(self, phase: str) -> None:
+        counted = self._COUNTED.match(phase)
+        name = counted["name"] if counted else phase
+        if name != self.name:
+            self.name = name
+            self.progress.start(f"{self.step}: {name}", int(counted["total"]) if counted else None)
+        if counted:
+            self.progress.update(completed=int(counted["done"]))
 
 
 def get_runtime(name: str) -> Runtime:
@@ -108,12 +130,13 @@ class EngineLoader:
             runtime=runtime.name, runtime_version=runtime.version(), options=self.options.cache_key(),
         )
 
-    def build(self) -> Path:
-        """The engine folder in the cache, built unless an intact entry for this exact network exists."""
+    def build(self, on_phase: Callable[[str], None] | None = None) -> Path:
+        """The engine folder in the cache, built unless an intact entry for this exact network exists;
+        `on_phase` hears what a build does (INT8's calibration and searches)."""
         runtime = self.backend()
         if not runtime.needs_build:
             raise ElanDeployError(f"runtime '{self.runtime}' runs the checkpoint directly; there is no engine to build")
-        precision, shapes, options = Precision.parse(self.precision), self.engine_shapes, self.options
+        precision, shapes, options = Precision.parse(self.precision), self.engine_shapes, replace(self.options, on_phase=on_phase)
         key = self._cache_key(runtime)
         cache = self.cache
         return cache.lookup(key, self.source.onnx_sha256()) or cache.store(
@@ -130,24 +153,29 @@ class EngineLoader:
         runtime = self.backend()
         return not runtime.needs_build or self.cache.lookup(self._cache_key(runtime)) is not None
 
-    def start_first_use(self, progress: StepProgress) -> None:
+    def start_first_use(self, progress: StepProgress) -> Callable[[str], None] | None:
         """Show a first use's slow work on `progress`, each part as its own step.
 
         A checkpoint's range calibration runs now (its step counts the T91 images). An engine
-        not in the cache starts the build step, which the next `build()` or `open()` runs. With
-        everything cached nothing is shown.
+        not in the cache starts the build step, which the next `build()` or `open()` runs; pass
+        them the returned callback and the build's phases become steps of their own ("...:
+        probe", counting its 62 layer groups). With everything cached nothing is shown and None
+        is returned.
         """
         self.source.range_guard(progress)
-        if not self.is_built():
-            progress.start(f"build {self.runtime} {Precision.parse(self.precision).value} engine (first use of these settings; cached after)", None)
+        if self.is_built():
+            return None
+        step = f"build {self.runtime} {Precision.parse(self.precision).value} engine (first use of these settings; cached after)"
+        progress.start(step, None)
+        return _PhaseSteps(step, progress)
 
-    def open(self) -> Engine:
-        """An engine ready to call; builds it first unless the cache has it."""
+    def open(self, on_phase: Callable[[str], None] | None = None) -> Engine:
+        """An engine ready to call; builds it first unless the cache has it (`on_phase`: as for `build`)."""
         runtime = self.backend()
         precision = Precision.parse(self.precision)
         if not runtime.needs_build:
             return runtime.open(self.source, precision, self.options)
-        return self.load(self.build())
+        return self.load(self.build(on_phase))
 
     def load(self, folder: Path) -> Engine:
         """The engine in a folder `build()` returned (no second look into the cache)."""

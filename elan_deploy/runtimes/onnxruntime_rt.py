@@ -76,7 +76,7 @@ class OnnxRuntimeRuntime(RuntimeDefaults):
         else:
             from elan_deploy.calibration.int8 import int8_onnx_for
 
-            shutil.copyfile(int8_onnx_for(source), target)
+            shutil.copyfile(int8_onnx_for(source, progress=options.on_phase), target)
 
     def load(self, engine: Path, precision: Precision, shapes: ShapeRange, options: BuildOptions) -> OnnxRuntimeEngine:
         return OnnxRuntimeEngine(engine / ENGINE_FILE, precision, options)

@@ -87,7 +87,7 @@ class OpenVINORuntime(RuntimeDefaults):
             # equal quality and ~5 % faster than running that Q/DQ file (experiments/int8_search.py).
             from elan_deploy.calibration.nncf_int8 import nncf_int8_model
 
-            model = nncf_int8_model(source, inference_precision=_HINTS[Precision.INT8])
+            model = nncf_int8_model(source, inference_precision=_HINTS[Precision.INT8], progress=options.on_phase)
         else:
             model = ov.convert_model(str(source.onnx_path()))
         model.reshape({model.input(0): partial_shape(shapes)})

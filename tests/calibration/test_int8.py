@@ -187,6 +187,16 @@ def test_int8_runs_on_onnxruntime_close_to_fp32(int8_file, exported_onnx, shared
     assert psnr(np.clip(int8, 0, 255), np.clip(fp32, 0, 255)) > 35.0
 
 
+def test_int8_onnx_for_reports_its_phases_while_it_calibrates_and_none_once_cached(model_source) -> None:
+    """An engine build passes these on to the command's build step (`EngineLoader.start_first_use`)."""
+    from dataclasses import replace
+
+    config, heard, again = replace(FAST, seed=11), [], []
+    path = int8_onnx_for(model_source, config, BUNDLED_SAMPLES, progress=heard.append)
+    assert heard[:2] == ["calibration patches", f"calibrate ({config.method})"]
+    assert int8_onnx_for(model_source, config, BUNDLED_SAMPLES, progress=again.append) == path and again == []
+
+
 def test_int8_onnx_for_is_cached_next_to_the_export(model_source, monkeypatch) -> None:
     path = int8_onnx_for(model_source, FAST, calib_dir=BUNDLED_SAMPLES)
     assert path.parent == Path(model_source.onnx_path()).parent and path.name.endswith(".qdq.onnx")

@@ -81,10 +81,14 @@ def test_a_new_checkpoints_first_use_shows_its_range_calibration_and_build_as_st
         return EngineLoader(source, "onnxruntime", "fp32", ShapeRange.static((1, 3, 16, 16)), threads=1, cache_root=tmp_path)
 
     first, steps = loader(), StepRecorder()
-    first.start_first_use(steps)
-    assert steps.started == [(MEASURE_STEP, None), ("build onnxruntime fp32 engine (first use of these settings; cached after)", None)]
+    on_phase = first.start_first_use(steps)
+    build_step = "build onnxruntime fp32 engine (first use of these settings; cached after)"
+    assert steps.started == [(MEASURE_STEP, None), (build_step, None)]
     assert steps.completed == [1, 2, 3] and steps.totals[-1] == 3
-    first.open()
+    for phase in ("calibrate (entropy)", "probe 1/62 head", "probe 2/62 body.0.lfe", "check hard edges"):  # INT8's phases
+        on_phase(phase)
+    assert steps.started[2:] == [(f"{build_step}: calibrate (entropy)", None), (f"{build_step}: probe", 62), (f"{build_step}: check hard edges", None)]
+    assert steps.completed[-2:] == [1, 2]  # a counted phase moves its count instead of starting a step per probe
+    first.open(on_phase)
     again = StepRecorder()
-    loader().start_first_use(again)
-    assert again.started == []
+    assert loader().start_first_use(again) is None and again.started == []
