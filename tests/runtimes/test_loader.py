@@ -1,4 +1,4 @@
-"""`EngineLoader`: the install hint for a missing extra, unpadded input refused, the only caller of a runtime."""
+"""`EngineLoader`: the install hint for a missing extra, unpadded input refused, the only caller of a runtime, a first use shown as steps."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def test_a_runtime_without_an_engine_file_has_nothing_to_build(model_source) -> 
 
 def test_a_new_checkpoints_first_use_shows_its_range_calibration_and_build_as_steps(bundled, tmp_path, monkeypatch) -> None:
     """`--model PATH`: the guard's ranges are measured on T91 (minutes on a small CPU), then the
-    engine is built; each shows as a step, the ranges image by image, and a second use shows none."""
+    engine is built; each shows as a step, the ranges image by image and the build's phases as
+    steps of their own, and a second use shows none."""
     import shutil
 
     import torch
